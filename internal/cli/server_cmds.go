@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orgplane/orgplane/internal/core"
+	"github.com/orgplane/orgplane/internal/crypto"
+	"github.com/orgplane/orgplane/internal/server"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// DefaultOrg is the org `orgplane up` creates.
+const DefaultOrg = "default"
+
+func newLogger(g *Globals, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(g.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// masterKey resolves the master key: the flag's file wins over
+// ORGPLANE_MASTER_KEY, which wins over the data dir's file (up only).
+func masterKey(flagFile, dataDirFile string, generate bool) ([]byte, error) {
+	if flagFile != "" {
+		return crypto.LoadMasterKeyFile(flagFile)
+	}
+	if v := os.Getenv("ORGPLANE_MASTER_KEY"); v != "" {
+		k, err := crypto.ParseMasterKey(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("ORGPLANE_MASTER_KEY: %w", err)
+		}
+		return k, nil
+	}
+	if dataDirFile == "" {
+		return nil, errors.New("no master key: pass --master-key-file or set ORGPLANE_MASTER_KEY (base64 of 32 bytes)")
+	}
+	k, err := crypto.LoadMasterKeyFile(dataDirFile)
+	if errors.Is(err, os.ErrNotExist) && generate {
+		if k, err = crypto.GenerateMasterKey(); err != nil {
+			return nil, err
+		}
+		if err := crypto.WriteMasterKeyFile(dataDirFile, k); err != nil {
+			return nil, err
+		}
+		return k, nil
+	}
+	return k, err
+}
+
+func newUpCmd(g *Globals) *cobra.Command {
+	var addr, keyFile, logLevel, advertise string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run orgplane embedded: SQLite store, process boxes, all on this machine",
+		Long: `Run orgplane with everything embedded. The first run creates the data directory
+with a SQLite store, a master key (mode 0600), the default org with its
+platform workspace, and an admin token written to DIR/admin.token (0600) and
+printed once. Later runs reuse all of it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(g, logLevel)
+			if err != nil {
+				return err
+			}
+			dir := g.DataDir
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return fmt.Errorf("create data dir: %w", err)
+			}
+			key, err := masterKey(keyFile, filepath.Join(dir, "master.key"), true)
+			if err != nil {
+				return err
+			}
+			cfg := server.Config{
+				DBURL: "sqlite:" + filepath.Join(dir, "orgplane.db"), Addr: addr, MasterKey: key,
+				DataDir: dir, AdvertiseURL: advertise, Logger: log,
+			}
+			return runServer(cmd.Context(), g, cfg, func(ctx context.Context, s *server.Server) error {
+				return bootstrapDefault(ctx, g, s.Service, dir)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&addr, "addr", envOr("ORGPLANE_ADDR", DefaultAddr), "listen address (env ORGPLANE_ADDR)")
+	f.StringVar(&keyFile, "master-key-file", os.Getenv("ORGPLANE_MASTER_KEY_FILE"), "master key file (env ORGPLANE_MASTER_KEY_FILE; default DATA_DIR/master.key)")
+	f.StringVar(&advertise, "advertise-url", os.Getenv("ORGPLANE_ADVERTISE_URL"), "URL boxes use to reach the control plane (env ORGPLANE_ADVERTISE_URL)")
+	f.StringVar(&logLevel, "log-level", envOr("ORGPLANE_LOG_LEVEL", "info"), "debug, info, warn or error (env ORGPLANE_LOG_LEVEL)")
+	return cmd
+}
+
+// bootstrapDefault creates the default org on the first run and writes its
+// admin token to the data dir, printing it once.
+func bootstrapDefault(ctx context.Context, g *Globals, svc *core.Service, dir string) error {
+	if _, err := svc.OrgByName(ctx, DefaultOrg); err == nil {
+		return nil
+	}
+	n, err := svc.CreateOrg(ctx, DefaultOrg)
+	if err != nil {
+		return fmt.Errorf("create default org: %w", err)
+	}
+	path := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(path, []byte(n.Secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	fmt.Fprintf(g.Stdout, "Created org %q (%s) with platform workspace %s.\n", n.Org.Name, n.Org.ID, n.Platform.ID)
+	fmt.Fprintf(g.Stdout, "Admin token (shown once; also saved to %s):\n%s\n", path, n.Secret)
+	return nil
+}
+
+func runServer(ctx context.Context, g *Globals, cfg server.Config, afterStart func(context.Context, *server.Server) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := server.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if afterStart != nil {
+		if err := afterStart(ctx, s); err != nil {
+			cancel()
+			return errors.Join(err, s.Wait())
+		}
+	}
+	if cfg.DataDir != "" {
+		_ = os.WriteFile(filepath.Join(cfg.DataDir, "server.url"), []byte(s.URL+"\n"), 0o600)
+	}
+	fmt.Fprintf(g.Stdout, "orgplane is serving on %s (Ctrl-C to stop)\n", s.URL)
+	return s.Wait()
+}
+
+func newServeCmd(g *Globals) *cobra.Command {
+	var db, addr, keyFile, logLevel, advertise string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run orgplane for production (Postgres or SQLite store, master key from env or file)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(g, logLevel)
+			if err != nil {
+				return err
+			}
+			if db == "" {
+				return errors.New("--db is required (sqlite:PATH or postgres://...; env ORGPLANE_DB)")
+			}
+			key, err := masterKey(keyFile, "", false)
+			if err != nil {
+				return err
+			}
+			cfg := server.Config{DBURL: db, Addr: addr, MasterKey: key, DataDir: g.DataDir, AdvertiseURL: advertise, Logger: log}
+			return runServer(cmd.Context(), g, cfg, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&db, "db", os.Getenv("ORGPLANE_DB"), "store URL: sqlite:PATH or postgres://... (env ORGPLANE_DB)")
+	f.StringVar(&addr, "addr", envOr("ORGPLANE_ADDR", DefaultAddr), "listen address (env ORGPLANE_ADDR)")
+	f.StringVar(&keyFile, "master-key-file", os.Getenv("ORGPLANE_MASTER_KEY_FILE"), "master key file (env ORGPLANE_MASTER_KEY_FILE; else ORGPLANE_MASTER_KEY)")
+	f.StringVar(&advertise, "advertise-url", os.Getenv("ORGPLANE_ADVERTISE_URL"), "URL boxes use to reach the control plane (env ORGPLANE_ADVERTISE_URL)")
+	f.StringVar(&logLevel, "log-level", envOr("ORGPLANE_LOG_LEVEL", "info"), "debug, info, warn or error (env ORGPLANE_LOG_LEVEL)")
+	return cmd
+}
+
+func newOrgCmd(g *Globals) *cobra.Command {
+	var db string
+	org := &cobra.Command{Use: "org", Short: "Operator commands on orgs (work on the store directly)"}
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create an org with its platform workspace; prints its first admin token once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if db == "" {
+				db = "sqlite:" + filepath.Join(g.DataDir, "orgplane.db")
+			}
+			st, err := store.Open(cmd.Context(), db)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			n, err := core.New(st, core.Options{}).CreateOrg(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.JSON {
+				return printJSONValue(g, map[string]string{"org_id": n.Org.ID, "name": n.Org.Name,
+					"platform_workspace_id": n.Platform.ID, "admin_token": n.Secret})
+			}
+			fmt.Fprintf(g.Stdout, "Created org %q (%s) with platform workspace %s.\n", n.Org.Name, n.Org.ID, n.Platform.ID)
+			fmt.Fprintf(g.Stdout, "Admin token (shown once):\n%s\n", n.Secret)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&db, "db", os.Getenv("ORGPLANE_DB"), "store URL (env ORGPLANE_DB; default the data dir's SQLite)")
+	org.AddCommand(create)
+	return org
+}

@@ -1,0 +1,167 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client calls the orgplane HTTP API with one bearer token.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client of the server at baseURL.
+func New(baseURL, token string) *Client {
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, http: &http.Client{Timeout: 60 * time.Second}}
+}
+
+// Error is an error answer of the API.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code)
+}
+
+// Do sends a request with a JSON body (if in is not nil) and decodes a JSON
+// answer into out (if not nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 400 {
+		var eb ErrorBody
+		if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != "" {
+			return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return &Error{Status: resp.StatusCode, Code: "http_error", Message: strings.TrimSpace(string(raw))}
+	}
+	if out == nil || len(raw) == 0 {
+		return nil
+	}
+	if s, ok := out.(*[]byte); ok {
+		*s = raw
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Whoami returns the caller's principal.
+func (c *Client) Whoami(ctx context.Context) (Principal, error) {
+	var w Whoami
+	err := c.Do(ctx, http.MethodGet, "/v1/whoami", nil, &w)
+	return w.Principal, err
+}
+
+// ListWorkspaces lists the workspaces the caller may see.
+func (c *Client) ListWorkspaces(ctx context.Context) ([]Workspace, error) {
+	var out []Workspace
+	err := c.Do(ctx, http.MethodGet, "/v1/workspaces", nil, &out)
+	return out, err
+}
+
+// GetWorkspace returns one workspace.
+func (c *Client) GetWorkspace(ctx context.Context, id string) (Workspace, error) {
+	var out Workspace
+	err := c.Do(ctx, http.MethodGet, "/v1/workspaces/"+esc(id), nil, &out)
+	return out, err
+}
+
+// CreateWorkspace creates a workspace.
+func (c *Client) CreateWorkspace(ctx context.Context, in CreateWorkspace) (Workspace, error) {
+	var out Workspace
+	err := c.Do(ctx, http.MethodPost, "/v1/workspaces", in, &out)
+	return out, err
+}
+
+// PatchWorkspace changes a workspace.
+func (c *Client) PatchWorkspace(ctx context.Context, id string, in PatchWorkspace) (Workspace, error) {
+	var out Workspace
+	err := c.Do(ctx, http.MethodPatch, "/v1/workspaces/"+esc(id), in, &out)
+	return out, err
+}
+
+// DeleteWorkspace removes a workspace (and its subtree with cascade).
+func (c *Client) DeleteWorkspace(ctx context.Context, id string, cascade bool) (DeleteWorkspaceResult, error) {
+	var out DeleteWorkspaceResult
+	err := c.Do(ctx, http.MethodDelete, "/v1/workspaces/"+esc(id)+"?cascade="+strconv.FormatBool(cascade), nil, &out)
+	return out, err
+}
+
+// ListTokens lists the org's tokens.
+func (c *Client) ListTokens(ctx context.Context) ([]Token, error) {
+	var out []Token
+	err := c.Do(ctx, http.MethodGet, "/v1/tokens", nil, &out)
+	return out, err
+}
+
+// CreateToken mints a token; the secret is in the answer, once.
+func (c *Client) CreateToken(ctx context.Context, in CreateToken) (CreatedToken, error) {
+	var out CreatedToken
+	err := c.Do(ctx, http.MethodPost, "/v1/tokens", in, &out)
+	return out, err
+}
+
+// RevokeToken revokes a token.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/tokens/"+esc(id), nil, nil)
+}
+
+// ListAudit pages the audit log.
+func (c *Client) ListAudit(ctx context.Context, workspaceID string, limit int, before int64) (AuditPage, error) {
+	q := url.Values{}
+	if workspaceID != "" {
+		q.Set("workspace_id", workspaceID)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if before > 0 {
+		q.Set("before", strconv.FormatInt(before, 10))
+	}
+	var out AuditPage
+	err := c.Do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &out)
+	return out, err
+}

@@ -1,0 +1,158 @@
+// Package client holds orgplane's HTTP API types and a Go client for them.
+// The CLI, the MCP tests and the end-to-end tests speak the API through it.
+package client
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Principal is who the server thinks is calling.
+type Principal struct {
+	Kind              string `json:"kind"`
+	OrgID             string `json:"org_id"`
+	WorkspaceID       string `json:"workspace_id,omitempty"`
+	ActingWorkspaceID string `json:"acting_workspace_id,omitempty"`
+	TokenID           string `json:"token_id"`
+}
+
+// Whoami is the body of GET /v1/whoami.
+type Whoami struct {
+	Principal Principal `json:"principal"`
+}
+
+// Workspace is the workspace object of the contract.
+type Workspace struct {
+	ID            string          `json:"id"`
+	OrgID         string          `json:"org_id"`
+	ParentID      *string         `json:"parent_id"`
+	Name          string          `json:"name"`
+	Kind          string          `json:"kind"`
+	Runtime       string          `json:"runtime"`
+	Spec          json.RawMessage `json:"spec"`
+	Status        string          `json:"status"`
+	RestartPolicy string          `json:"restart_policy"`
+	Protected     bool            `json:"protected"`
+	Generation    int64           `json:"generation"`
+	Stale         bool            `json:"stale"`
+	LastError     string          `json:"last_error"`
+	CreatedAt     time.Time       `json:"created_at"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+}
+
+// CreateWorkspace is the body of POST /v1/workspaces.
+type CreateWorkspace struct {
+	Name          string          `json:"name"`
+	ParentID      string          `json:"parent_id,omitempty"`
+	Runtime       string          `json:"runtime,omitempty"`
+	Spec          json.RawMessage `json:"spec,omitempty"`
+	RestartPolicy string          `json:"restart_policy,omitempty"`
+	Protected     bool            `json:"protected,omitempty"`
+	// Start: false creates the workspace without starting its box.
+	Start *bool `json:"start,omitempty"`
+}
+
+// PatchWorkspace is the body of PATCH /v1/workspaces/{id}.
+type PatchWorkspace struct {
+	Name          *string         `json:"name,omitempty"`
+	ParentID      *string         `json:"parent_id,omitempty"`
+	Spec          json.RawMessage `json:"spec,omitempty"`
+	RestartPolicy *string         `json:"restart_policy,omitempty"`
+	Protected     *bool           `json:"protected,omitempty"`
+}
+
+// DeleteWorkspaceResult is the body of DELETE /v1/workspaces/{id}.
+type DeleteWorkspaceResult struct {
+	Removed []string `json:"removed"`
+}
+
+// Token is a token's metadata; its secret is never returned after creation.
+type Token struct {
+	ID                string     `json:"id"`
+	OrgID             string     `json:"org_id"`
+	Kind              string     `json:"kind"`
+	Name              string     `json:"name"`
+	WorkspaceID       string     `json:"workspace_id,omitempty"`
+	ActingWorkspaceID string     `json:"acting_workspace_id,omitempty"`
+	CreatedAt         time.Time  `json:"created_at"`
+	ExpiresAt         *time.Time `json:"expires_at,omitempty"`
+	RevokedAt         *time.Time `json:"revoked_at,omitempty"`
+	LastUsedAt        *time.Time `json:"last_used_at,omitempty"`
+}
+
+// CreateToken is the body of POST /v1/tokens.
+type CreateToken struct {
+	Kind              string     `json:"kind"`
+	Name              string     `json:"name"`
+	WorkspaceID       string     `json:"workspace_id,omitempty"`
+	ActingWorkspaceID string     `json:"acting_workspace_id,omitempty"`
+	ExpiresAt         *time.Time `json:"expires_at,omitempty"`
+}
+
+// CreatedToken is the answer to POST /v1/tokens: the secret, shown once.
+type CreatedToken struct {
+	Token  Token  `json:"token"`
+	Secret string `json:"secret"`
+}
+
+// AuditEntry is one line of the audit log.
+type AuditEntry struct {
+	ID                int64           `json:"id"`
+	At                time.Time       `json:"at"`
+	TokenID           string          `json:"token_id,omitempty"`
+	PrincipalKind     string          `json:"principal_kind"`
+	ActingWorkspaceID string          `json:"acting_workspace_id,omitempty"`
+	Action            string          `json:"action"`
+	TargetKind        string          `json:"target_kind,omitempty"`
+	TargetID          string          `json:"target_id,omitempty"`
+	WorkspaceID       string          `json:"workspace_id,omitempty"`
+	Outcome           string          `json:"outcome"`
+	RequestID         string          `json:"request_id,omitempty"`
+	Detail            json.RawMessage `json:"detail"`
+}
+
+// AuditPage is the body of GET /v1/audit. NextBefore, when set, is the
+// `before` value of the next (older) page.
+type AuditPage struct {
+	Entries    []AuditEntry `json:"entries"`
+	NextBefore int64        `json:"next_before,omitempty"`
+}
+
+// Decision is what propagation decided for one workspace.
+type Decision struct {
+	WorkspaceID string `json:"workspace_id"`
+	Action      string `json:"action"`
+	Reason      string `json:"reason"`
+}
+
+// SecretMeta lists a secret without its value.
+type SecretMeta struct {
+	Key             string    `json:"key"`
+	Scope           string    `json:"scope"`
+	WorkspaceID     string    `json:"workspace_id,omitempty"`
+	OverridesGlobal bool      `json:"overrides_global"`
+	Version         int64     `json:"version"`
+	UpdatedAt       time.Time `json:"updated_at"`
+}
+
+// SetSecret is the body of a secret PUT.
+type SetSecret struct {
+	Value string `json:"value"`
+}
+
+// SecretWrite is the answer to a secret PUT or DELETE.
+type SecretWrite struct {
+	Key       string     `json:"key"`
+	Scope     string     `json:"scope"`
+	Version   int64      `json:"version,omitempty"`
+	DryRun    bool       `json:"dry_run,omitempty"`
+	Decisions []Decision `json:"decisions"`
+}
+
+// ErrorBody is the error shape of the contract.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}

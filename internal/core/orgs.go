@@ -1,0 +1,86 @@
+package core
+
+import (
+	"context"
+	"errors"
+
+	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// NewOrg is what creating an org returns.
+type NewOrg struct {
+	Org      store.Org
+	Platform store.Workspace
+	Token    store.Token
+	// Secret is the first admin token, shown once.
+	Secret string
+}
+
+// CreateOrg creates an org, its platform workspace and a first admin token
+// in one transaction. It is an operator action on the store (no caller
+// principal): `orgplane org create` and `orgplane up` use it.
+func (s *Service) CreateOrg(ctx context.Context, name string) (NewOrg, error) {
+	if err := validName("org name", name); err != nil {
+		return NewOrg{}, err
+	}
+	now := s.clock.Now()
+	var out NewOrg
+	err := s.store.InTx(ctx, func(tx store.Store) error {
+		out.Org = store.Org{ID: ids.New("o"), Name: name, CreatedAt: now}
+		if err := tx.CreateOrg(ctx, out.Org); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return Conflict("an org named %q already exists", name)
+			}
+			return err
+		}
+		out.Platform = store.Workspace{
+			ID: ids.New("w"), OrgID: out.Org.ID, Name: "platform", Kind: store.KindPlatform,
+			Runtime: RuntimeProcess, Spec: "{}", Status: StatusStopped, RestartPolicy: PolicyAuto,
+			CreatedAt: now, UpdatedAt: now,
+		}
+		if err := tx.InsertWorkspace(ctx, out.Platform); err != nil {
+			return err
+		}
+		out.Token = store.Token{ID: ids.New("t"), OrgID: out.Org.ID, Kind: store.TokenAdmin, Name: "first-admin", CreatedAt: now}
+		out.Secret, out.Token.SecretHash = auth.NewSecret(store.TokenAdmin, out.Token.ID)
+		if err := tx.InsertToken(ctx, out.Token); err != nil {
+			return err
+		}
+		sys := auth.Principal{Kind: auth.KindSystem, OrgID: out.Org.ID}
+		_, err := tx.AppendAudit(ctx, s.auditEntry(ctx, sys, auditEvent{
+			Action: "org.create", TargetKind: "org", TargetID: out.Org.ID,
+			Detail: map[string]any{"name": name, "platform_workspace_id": out.Platform.ID, "admin_token_id": out.Token.ID},
+		}, "ok"))
+		return err
+	})
+	if err != nil {
+		return NewOrg{}, err
+	}
+	return out, nil
+}
+
+// OrgByName finds an org (operator commands).
+func (s *Service) OrgByName(ctx context.Context, name string) (store.Org, error) {
+	o, err := s.store.GetOrgByName(ctx, name)
+	return o, notFoundAs(err, "org", name)
+}
+
+// ListAudit pages the org's audit log, newest first; admins only.
+func (s *Service) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireAdmin(p, "reading the audit log"); err != nil {
+		return nil, err
+	}
+	if f.Limit < 0 || f.Limit > 1000 {
+		return nil, Invalid("invalid_limit", "limit must be between 1 and 1000")
+	}
+	if f.Before < 0 {
+		return nil, Invalid("invalid_before", "before must be a positive entry id")
+	}
+	return s.store.ListAudit(ctx, p.OrgID, f)
+}

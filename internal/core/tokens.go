@@ -1,0 +1,166 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// touchEvery bounds how often last_used_at is written: a write per request
+// would make every read a write.
+const touchEvery = time.Minute
+
+// Authenticate turns a bearer token into its principal. Every failure is
+// the same 401 so that a caller learns nothing about which part was wrong.
+func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Principal, error) {
+	kind, id, secret, err := auth.Parse(bearer)
+	if err != nil {
+		return auth.Principal{}, Unauthorized("invalid token")
+	}
+	t, err := s.store.GetToken(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return auth.Principal{}, Unauthorized("invalid token")
+	}
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	if !auth.Verify(secret, t.SecretHash) || t.Kind != kind {
+		return auth.Principal{}, Unauthorized("invalid token")
+	}
+	now := s.clock.Now()
+	if !t.RevokedAt.IsZero() {
+		return auth.Principal{}, Unauthorized("token revoked")
+	}
+	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
+		return auth.Principal{}, Unauthorized("token expired")
+	}
+	if now.Sub(t.LastUsedAt) > touchEvery {
+		if err := s.store.TouchToken(ctx, t.ID, now); err != nil {
+			s.log.Warn("record token use", "token_id", t.ID, "err", err)
+		}
+	}
+	return auth.Principal{
+		Kind:              t.Kind,
+		OrgID:             t.OrgID,
+		WorkspaceID:       t.WorkspaceID,
+		ActingWorkspaceID: t.ActingWorkspaceID,
+		TokenID:           t.ID,
+	}, nil
+}
+
+// CreateTokenInput is a request to mint a token.
+type CreateTokenInput struct {
+	Kind              string
+	Name              string
+	WorkspaceID       string
+	ActingWorkspaceID string
+	ExpiresAt         time.Time // zero: never
+}
+
+// CreateToken mints a token; only admins may. The secret is returned once
+// and never stored.
+func (s *Service) CreateToken(ctx context.Context, in CreateTokenInput) (store.Token, string, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return store.Token{}, "", err
+	}
+	ev := &auditEvent{Action: "token.create", TargetKind: "token",
+		Detail: map[string]any{"kind": in.Kind, "name": in.Name}}
+	var tok store.Token
+	var secret string
+	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		if err := requireAdmin(p, "minting a token"); err != nil {
+			return err
+		}
+		if err := validName("token name", in.Name); err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		if !in.ExpiresAt.IsZero() && !in.ExpiresAt.After(now) {
+			return Invalid("invalid_expiry", "expires_at must be in the future")
+		}
+		switch in.Kind {
+		case store.TokenAdmin:
+			if in.WorkspaceID != "" {
+				return Invalid("invalid_field", "workspace_id is for workspace tokens; use acting_workspace_id to bind an admin token")
+			}
+			if in.ActingWorkspaceID != "" {
+				if _, err := s.liveWorkspace(ctx, tx, p.OrgID, in.ActingWorkspaceID); err != nil {
+					return err
+				}
+			}
+		case store.TokenWorkspace:
+			if in.ActingWorkspaceID != "" {
+				return Invalid("invalid_field", "acting_workspace_id is for admin tokens")
+			}
+			if in.WorkspaceID == "" {
+				return Invalid("missing_field", "workspace_id is required for a workspace token")
+			}
+			if _, err := s.liveWorkspace(ctx, tx, p.OrgID, in.WorkspaceID); err != nil {
+				return err
+			}
+		default:
+			return Invalid("invalid_kind", "kind must be \"admin\" or \"workspace\"")
+		}
+		tok = store.Token{
+			ID: ids.New("t"), OrgID: p.OrgID, Kind: in.Kind, Name: in.Name,
+			WorkspaceID: in.WorkspaceID, ActingWorkspaceID: in.ActingWorkspaceID,
+			CreatedAt: now, ExpiresAt: in.ExpiresAt,
+		}
+		secret, tok.SecretHash = auth.NewSecret(tok.Kind, tok.ID)
+		ev.TargetID, ev.WorkspaceID = tok.ID, in.WorkspaceID
+		return tx.InsertToken(ctx, tok)
+	})
+	if err != nil {
+		return store.Token{}, "", err
+	}
+	return tok, secret, nil
+}
+
+// ListTokens lists the org's tokens, without secrets; admins only.
+func (s *Service) ListTokens(ctx context.Context) ([]store.Token, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireAdmin(p, "listing tokens"); err != nil {
+		return nil, err
+	}
+	return s.store.ListTokens(ctx, p.OrgID)
+}
+
+// RevokeToken revokes a token of the org; admins only. Revoking a revoked
+// token is not an error.
+func (s *Service) RevokeToken(ctx context.Context, id string) error {
+	p, err := principal(ctx)
+	if err != nil {
+		return err
+	}
+	ev := &auditEvent{Action: "token.revoke", TargetKind: "token", TargetID: id}
+	return s.mutate(ctx, p, ev, func(tx store.Store) error {
+		if err := requireAdmin(p, "revoking a token"); err != nil {
+			return err
+		}
+		if !ids.Valid("t", id) {
+			return NotFound("token", id)
+		}
+		t, err := tx.GetToken(ctx, id)
+		if err != nil || t.OrgID != p.OrgID {
+			return notFoundAs(orNotFound(err), "token", id)
+		}
+		ev.WorkspaceID = t.WorkspaceID
+		return tx.RevokeToken(ctx, p.OrgID, id, s.clock.Now())
+	})
+}
+
+// orNotFound turns a nil error (found, but in another org) into ErrNotFound.
+func orNotFound(err error) error {
+	if err == nil {
+		return store.ErrNotFound
+	}
+	return err
+}

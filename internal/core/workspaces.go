@@ -1,0 +1,357 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// Statuses of a workspace (its box).
+const (
+	StatusProvisioning = "provisioning"
+	StatusRunning      = "running"
+	StatusDegraded     = "degraded"
+	StatusFailed       = "failed"
+	StatusStopped      = "stopped"
+	StatusPaused       = "paused"
+	StatusRemoved      = "removed"
+)
+
+// Restart policies.
+const (
+	PolicyAuto   = "auto"
+	PolicyManual = "manual"
+)
+
+// Workspace is a workspace as the faces show it: the stored row and what is
+// derived from it.
+type Workspace struct {
+	store.Workspace
+	// Stale: the box runs with an env fingerprint other than the current
+	// effective env's.
+	Stale bool
+}
+
+// CreateWorkspaceInput is a request to create a workspace.
+type CreateWorkspaceInput struct {
+	Name          string
+	ParentID      string
+	Runtime       string
+	Spec          json.RawMessage
+	RestartPolicy string
+	Protected     bool
+	// Start: nil or true starts the box once created; false leaves it stopped.
+	Start *bool
+}
+
+// PatchWorkspaceInput changes the fields that are set.
+type PatchWorkspaceInput struct {
+	Name          *string
+	ParentID      *string
+	Spec          json.RawMessage
+	RestartPolicy *string
+	Protected     *bool
+}
+
+// visibleWorkspace loads a workspace the principal may see: admins see the
+// org's; a workspace token only its own. Anything else is not found.
+func (s *Service) visibleWorkspace(ctx context.Context, tx store.Store, p auth.Principal, id string) (store.Workspace, error) {
+	if !ids.Valid("w", id) {
+		return store.Workspace{}, NotFound("workspace", id)
+	}
+	if p.Kind == auth.KindWorkspace && p.WorkspaceID != id {
+		return store.Workspace{}, NotFound("workspace", id)
+	}
+	w, err := tx.GetWorkspaceForUpdate(ctx, p.OrgID, id)
+	if err != nil {
+		return store.Workspace{}, notFoundAs(err, "workspace", id)
+	}
+	return w, nil
+}
+
+// liveWorkspace loads a workspace of the org that is not removed.
+func (s *Service) liveWorkspace(ctx context.Context, tx store.Store, orgID, id string) (store.Workspace, error) {
+	if !ids.Valid("w", id) {
+		return store.Workspace{}, NotFound("workspace", id)
+	}
+	w, err := tx.GetWorkspaceForUpdate(ctx, orgID, id)
+	if err != nil {
+		return store.Workspace{}, notFoundAs(err, "workspace", id)
+	}
+	if w.Status == StatusRemoved {
+		return store.Workspace{}, NotFound("workspace", id)
+	}
+	return w, nil
+}
+
+func (s *Service) view(w store.Workspace) Workspace {
+	return Workspace{Workspace: w}
+}
+
+// ListWorkspaces lists what the caller may see: the org's live workspaces
+// for an admin, only its own for a workspace token.
+func (s *Service) ListWorkspaces(ctx context.Context) ([]Workspace, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var rows []store.Workspace
+	if p.Kind == auth.KindWorkspace {
+		w, err := s.store.GetWorkspace(ctx, p.OrgID, p.WorkspaceID)
+		if err != nil {
+			return nil, err
+		}
+		rows = []store.Workspace{w}
+	} else if rows, err = s.store.ListWorkspaces(ctx, p.OrgID, false, store.ListParams{}); err != nil {
+		return nil, err
+	}
+	out := make([]Workspace, len(rows))
+	for i, w := range rows {
+		out[i] = s.view(w)
+	}
+	return out, nil
+}
+
+// GetWorkspace returns one workspace the caller may see.
+func (s *Service) GetWorkspace(ctx context.Context, id string) (Workspace, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return Workspace{}, err
+	}
+	w, err := s.visibleWorkspace(ctx, s.store, p, id)
+	if err != nil {
+		return Workspace{}, err
+	}
+	return s.view(w), nil
+}
+
+// CreateWorkspace creates a workspace under a parent (default: the platform
+// workspace); admins only.
+func (s *Service) CreateWorkspace(ctx context.Context, in CreateWorkspaceInput) (Workspace, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return Workspace{}, err
+	}
+	ev := &auditEvent{Action: "workspace.create", TargetKind: "workspace", Detail: map[string]any{"name": in.Name}}
+	var w store.Workspace
+	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		if err := requireAdmin(p, "creating a workspace"); err != nil {
+			return err
+		}
+		if err := validName("workspace name", in.Name); err != nil {
+			return err
+		}
+		if in.Runtime == "" {
+			in.Runtime = RuntimeProcess
+		}
+		spec, err := normalizeSpec(in.Runtime, in.Spec)
+		if err != nil {
+			return err
+		}
+		if in.RestartPolicy == "" {
+			in.RestartPolicy = PolicyAuto
+		}
+		if err := validPolicy(in.RestartPolicy); err != nil {
+			return err
+		}
+		var parent store.Workspace
+		if in.ParentID == "" {
+			parent, err = tx.GetPlatformWorkspace(ctx, p.OrgID)
+		} else {
+			parent, err = s.liveWorkspace(ctx, tx, p.OrgID, in.ParentID)
+		}
+		if err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		w = store.Workspace{
+			ID: ids.New("w"), OrgID: p.OrgID, ParentID: parent.ID, Name: in.Name,
+			Kind: store.KindWorkspace, Runtime: in.Runtime, Spec: spec, Status: StatusStopped,
+			RestartPolicy: in.RestartPolicy, Protected: in.Protected, CreatedAt: now, UpdatedAt: now,
+		}
+		ev.Detail["parent_id"], ev.Detail["runtime"] = parent.ID, w.Runtime
+		if err := tx.InsertWorkspace(ctx, w); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return Conflict("a workspace named %q already exists under %s", in.Name, parent.ID)
+			}
+			return err
+		}
+		ev.TargetID, ev.WorkspaceID = w.ID, w.ID
+		return nil
+	})
+	if err != nil {
+		return Workspace{}, err
+	}
+	return s.view(w), nil
+}
+
+func validPolicy(p string) error {
+	if p != PolicyAuto && p != PolicyManual {
+		return Invalid("invalid_restart_policy", "restart_policy must be \"auto\" or \"manual\"; got %q", p)
+	}
+	return nil
+}
+
+// UpdateWorkspace patches a workspace; admins only. The platform workspace
+// keeps its place: it is never re-parented nor given a parent.
+func (s *Service) UpdateWorkspace(ctx context.Context, id string, in PatchWorkspaceInput) (Workspace, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return Workspace{}, err
+	}
+	ev := &auditEvent{Action: "workspace.update", TargetKind: "workspace", TargetID: id, WorkspaceID: id,
+		Detail: map[string]any{}}
+	var w store.Workspace
+	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		if w, err = s.visibleWorkspace(ctx, tx, p, id); err != nil {
+			return err
+		}
+		if err := requireAdmin(p, "changing a workspace"); err != nil {
+			return err
+		}
+		if w.Status == StatusRemoved {
+			return Refused("workspace_removed", "workspace %s is removed", id)
+		}
+		if in.Name != nil {
+			if err := validName("workspace name", *in.Name); err != nil {
+				return err
+			}
+			w.Name = *in.Name
+			ev.Detail["name"] = w.Name
+		}
+		if in.ParentID != nil {
+			if w.Kind == store.KindPlatform {
+				return Refused("platform_workspace", "the platform workspace is the org root: it cannot be re-parented or given a parent")
+			}
+			if err := s.checkNewParent(ctx, tx, p.OrgID, w.ID, *in.ParentID); err != nil {
+				return err
+			}
+			w.ParentID = *in.ParentID
+			ev.Detail["parent_id"] = w.ParentID
+		}
+		if in.Spec != nil {
+			spec, err := normalizeSpec(w.Runtime, in.Spec)
+			if err != nil {
+				return err
+			}
+			w.Spec = spec
+			ev.Detail["spec"] = "changed"
+		}
+		if in.RestartPolicy != nil {
+			if err := validPolicy(*in.RestartPolicy); err != nil {
+				return err
+			}
+			w.RestartPolicy = *in.RestartPolicy
+			ev.Detail["restart_policy"] = w.RestartPolicy
+		}
+		if in.Protected != nil {
+			w.Protected = *in.Protected
+			ev.Detail["protected"] = w.Protected
+		}
+		w.UpdatedAt = s.clock.Now()
+		if err := tx.UpdateWorkspace(ctx, w); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return Conflict("a workspace named %q already exists under %s", w.Name, w.ParentID)
+			}
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return Workspace{}, err
+	}
+	return s.view(w), nil
+}
+
+// checkNewParent refuses a parent that is missing, removed, or inside the
+// workspace's own subtree (a cycle).
+func (s *Service) checkNewParent(ctx context.Context, tx store.Store, orgID, id, parentID string) error {
+	if parentID == "" {
+		return Refused("parent_required", "a workspace must have a parent; only the platform workspace is a root")
+	}
+	if parentID == id {
+		return Refused("cycle", "a workspace cannot be its own parent")
+	}
+	cur, err := s.liveWorkspace(ctx, tx, orgID, parentID)
+	if err != nil {
+		return err
+	}
+	// Walk up from the new parent; meeting id means id is its ancestor.
+	for seen := 0; cur.ParentID != ""; seen++ {
+		if cur.ParentID == id {
+			return Refused("cycle", "workspace %s is an ancestor of %s: that would make a cycle", id, parentID)
+		}
+		if seen > 10000 {
+			return errors.New("workspace tree too deep or corrupt")
+		}
+		if cur, err = tx.GetWorkspace(ctx, orgID, cur.ParentID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteWorkspace removes a workspace (soft: status removed); admins only.
+// A workspace with live children is refused unless cascade removes its
+// whole subtree. The platform workspace cannot be deleted.
+func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) ([]string, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ev := &auditEvent{Action: "workspace.delete", TargetKind: "workspace", TargetID: id, WorkspaceID: id,
+		Detail: map[string]any{"cascade": cascade}}
+	var removed []string
+	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		w, err := s.visibleWorkspace(ctx, tx, p, id)
+		if err != nil {
+			return err
+		}
+		if err := requireAdmin(p, "deleting a workspace"); err != nil {
+			return err
+		}
+		if w.Kind == store.KindPlatform {
+			return Refused("platform_workspace", "the platform workspace cannot be deleted")
+		}
+		if w.Status == StatusRemoved {
+			return NotFound("workspace", id)
+		}
+		subtree, err := s.subtree(ctx, tx, w)
+		if err != nil {
+			return err
+		}
+		if len(subtree) > 1 && !cascade {
+			return Conflict("workspace %s has %d live descendants; delete them first or pass cascade=true", id, len(subtree)-1)
+		}
+		now := s.clock.Now()
+		// Children first, so no live workspace ever has a removed parent.
+		for i := len(subtree) - 1; i >= 0; i-- {
+			x := subtree[i]
+			x.Status, x.UpdatedAt = StatusRemoved, now
+			if err := tx.UpdateWorkspace(ctx, x); err != nil {
+				return err
+			}
+			removed = append(removed, x.ID)
+		}
+		ev.Detail["removed"] = removed
+		return nil
+	})
+	return removed, err
+}
+
+// subtree returns w and its live descendants, parents before children.
+func (s *Service) subtree(ctx context.Context, tx store.Store, w store.Workspace) ([]store.Workspace, error) {
+	out := []store.Workspace{w}
+	for i := 0; i < len(out); i++ {
+		kids, err := tx.ListChildren(ctx, w.OrgID, out[i].ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, kids...)
+	}
+	return out, nil
+}

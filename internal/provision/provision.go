@@ -1,0 +1,92 @@
+// Package provision runs boxes: the running instances of workspaces.
+//
+// A Provisioner is shaped like a nomad driver: Start a box, Stop it
+// (idempotently), Inspect it, and Adopt one that a previous run of the
+// control plane started. Optional abilities are small extra interfaces that
+// a backend may implement (Logger, Lister, Waiter).
+package provision
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Runtimes orgplane knows.
+const (
+	RuntimeProcess  = "process"
+	RuntimeDocker   = "docker"
+	RuntimeExternal = "external"
+)
+
+// ErrNotFound is returned by Inspect/Adopt when the box no longer exists.
+var ErrNotFound = errors.New("box not found")
+
+// Spec is everything a backend needs to start one box.
+type Spec struct {
+	OrgID       string
+	WorkspaceID string
+	Generation  int64
+	// Command to run. process: argv (required; the caller fills in the
+	// reference agent when the workspace spec has none). docker: optional
+	// override of the image's entrypoint/cmd.
+	Command []string
+	// Image for docker.
+	Image string
+	// Env is the complete environment of the box (effective env plus the
+	// ORGPLANE_* variables). Values are secret: never log them.
+	Env map[string]string
+}
+
+// Handle identifies a started box. It is persisted (as JSON) so that a
+// restarted control plane can Adopt the box.
+type Handle struct {
+	Runtime     string    `json:"runtime"`
+	WorkspaceID string    `json:"workspace_id"`
+	Generation  int64     `json:"generation"`
+	ID          string    `json:"id"`                   // pid (process) or container id (docker)
+	StartTicks  uint64    `json:"start_ticks,omitempty"` // process: /proc/<pid>/stat starttime, guards against pid reuse
+	StartedAt   time.Time `json:"started_at"`
+}
+
+// State is what Inspect reports.
+type State struct {
+	Running  bool
+	ExitCode int    // valid when !Running and Exited
+	Exited   bool   // the box ran and exited (as opposed to vanished)
+	Reason   string // human text: "exited with code 3", "killed by signal 9", "container removed"...
+}
+
+// Provisioner starts and stops boxes of one runtime.
+type Provisioner interface {
+	Start(ctx context.Context, spec Spec) (Handle, error)
+	// Stop terminates the box (SIGTERM, then SIGKILL after a grace period)
+	// and releases it. Stopping a box that is already gone is not an error.
+	Stop(ctx context.Context, h Handle) error
+	// Inspect reports whether the box is running. ErrNotFound when it is gone
+	// without a trace.
+	Inspect(ctx context.Context, h Handle) (State, error)
+	// Adopt takes over a box started by a previous run of the control plane
+	// (after its restart). It returns ErrNotFound when the box is gone.
+	Adopt(ctx context.Context, h Handle) (State, error)
+}
+
+// Waiter is implemented by backends that can notify when a box exits.
+// The channel receives one State when the box exits, then is closed. It is
+// closed without a value when ctx ends.
+type Waiter interface {
+	Wait(ctx context.Context, h Handle) <-chan State
+}
+
+// Logger is implemented by backends that keep a box's output.
+type Logger interface {
+	// Logs returns up to the last tail lines of the workspace's output
+	// (all kept lines when tail <= 0).
+	Logs(ctx context.Context, workspaceID string, tail int) ([]byte, error)
+}
+
+// Lister is implemented by backends that can enumerate the boxes they run
+// (docker: by label), so that orphans can be found after a crash.
+type Lister interface {
+	List(ctx context.Context) ([]Handle, error)
+}

@@ -1,0 +1,129 @@
+package store
+
+import "time"
+
+// Org is a tenant.
+type Org struct {
+	ID        string
+	Name      string
+	CreatedAt time.Time
+}
+
+// Workspace kinds.
+const (
+	KindPlatform  = "platform"
+	KindWorkspace = "workspace"
+)
+
+// Workspace is one row of the org tree, with the facts of its current box.
+type Workspace struct {
+	ID            string
+	OrgID         string
+	ParentID      string // "" for the platform workspace
+	Name          string
+	Kind          string
+	Runtime       string
+	Spec          string // JSON object
+	Status        string
+	RestartPolicy string
+	Protected     bool
+
+	Generation     int64     // of the current (or last) box
+	Box            string    // provision.Handle JSON of the current box; "" when none
+	BoxFingerprint string    // env fingerprint the current box was provisioned with
+	HealthyAt      time.Time // when the current generation was first seen healthy
+	HeartbeatAt    time.Time // last heartbeat of the current generation
+	Failures       int       // consecutive failed provisions since the last healthy box
+	LastError      string
+
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Token kinds.
+const (
+	TokenAdmin     = "admin"
+	TokenWorkspace = "workspace"
+)
+
+// Token is an API credential. Only a SHA-256 of its secret is stored.
+type Token struct {
+	ID                string
+	OrgID             string
+	Kind              string
+	Name              string
+	WorkspaceID       string // kind workspace
+	ActingWorkspaceID string // kind admin, optional
+	SecretHash        []byte
+	BoxGeneration     int64 // >0 for a token minted for one provision of a box
+	CreatedAt         time.Time
+	ExpiresAt         time.Time // zero: never
+	RevokedAt         time.Time // zero: live
+	LastUsedAt        time.Time
+}
+
+// AuditEntry is one line of the append-only audit log.
+type AuditEntry struct {
+	ID                int64
+	OrgID             string
+	At                time.Time
+	TokenID           string
+	PrincipalKind     string
+	ActingWorkspaceID string
+	Action            string
+	TargetKind        string
+	TargetID          string
+	WorkspaceID       string // the workspace the entry concerns, for filtering
+	Outcome           string
+	RequestID         string
+	Detail            string // JSON object; never a secret value
+}
+
+// AuditFilter pages the audit log, newest first.
+type AuditFilter struct {
+	WorkspaceID string
+	Before      int64 // entries with ID < Before; 0: from the newest
+	Limit       int
+}
+
+// Secret scopes.
+const (
+	ScopeGlobal    = "global"
+	ScopeWorkspace = "workspace"
+)
+
+// Secret is one encrypted env var. WorkspaceID is "" for a global secret.
+type Secret struct {
+	OrgID       string
+	WorkspaceID string
+	Key         string
+	KeyID       string // data key that encrypted Ciphertext
+	Ciphertext  []byte
+	ValueMAC    string // keyed hash of (key, value): compares values without decrypting
+	Version     int64
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// Scope reports the secret's scope.
+func (s Secret) Scope() string {
+	if s.WorkspaceID == "" {
+		return ScopeGlobal
+	}
+	return ScopeWorkspace
+}
+
+// DataKey is one key of the ring, wrapped by the master key.
+type DataKey struct {
+	ID        string
+	Wrapped   []byte
+	Current   bool
+	CreatedAt time.Time
+	RetiredAt time.Time
+}
+
+// ListParams pages a list by id.
+type ListParams struct {
+	After string
+	Limit int // 0: no limit
+}

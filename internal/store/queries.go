@@ -1,0 +1,426 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// ---- orgs
+
+func (s *sqlStore) CreateOrg(ctx context.Context, o Org) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)`,
+		o.ID, o.Name, toMicros(o.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("create org: %w", mapErr(err))
+	}
+	return nil
+}
+
+func (s *sqlStore) scanOrg(row *sql.Row) (Org, error) {
+	var o Org
+	var created int64
+	if err := row.Scan(&o.ID, &o.Name, &created); err != nil {
+		return Org{}, mapErr(err)
+	}
+	o.CreatedAt = fromMicros(created)
+	return o, nil
+}
+
+func (s *sqlStore) GetOrg(ctx context.Context, id string) (Org, error) {
+	return s.scanOrg(s.r.QueryRowContext(ctx, `SELECT id, name, created_at FROM orgs WHERE id = $1`, id))
+}
+
+func (s *sqlStore) GetOrgByName(ctx context.Context, name string) (Org, error) {
+	return s.scanOrg(s.r.QueryRowContext(ctx, `SELECT id, name, created_at FROM orgs WHERE name = $1`, name))
+}
+
+func (s *sqlStore) ListOrgs(ctx context.Context) ([]Org, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, name, created_at FROM orgs ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list orgs: %w", mapErr(err))
+	}
+	defer rows.Close()
+	var out []Org
+	for rows.Next() {
+		var o Org
+		var created int64
+		if err := rows.Scan(&o.ID, &o.Name, &created); err != nil {
+			return nil, mapErr(err)
+		}
+		o.CreatedAt = fromMicros(created)
+		out = append(out, o)
+	}
+	return out, mapErr(rows.Err())
+}
+
+// ---- workspaces
+
+const workspaceCols = `id, org_id, parent_id, name, kind, runtime, spec, status, restart_policy, protected,
+	generation, box, box_fingerprint, healthy_at, heartbeat_at, failures, last_error, created_at, updated_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanWorkspace(sc scanner) (Workspace, error) {
+	var w Workspace
+	var parent sql.NullString
+	var protected int
+	var healthy, heartbeat, created, updated int64
+	err := sc.Scan(&w.ID, &w.OrgID, &parent, &w.Name, &w.Kind, &w.Runtime, &w.Spec, &w.Status,
+		&w.RestartPolicy, &protected, &w.Generation, &w.Box, &w.BoxFingerprint, &healthy, &heartbeat,
+		&w.Failures, &w.LastError, &created, &updated)
+	if err != nil {
+		return Workspace{}, mapErr(err)
+	}
+	w.ParentID = parent.String
+	w.Protected = protected != 0
+	w.HealthyAt = fromMicros(healthy)
+	w.HeartbeatAt = fromMicros(heartbeat)
+	w.CreatedAt = fromMicros(created)
+	w.UpdatedAt = fromMicros(updated)
+	return w, nil
+}
+
+func (s *sqlStore) InsertWorkspace(ctx context.Context, w Workspace) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO workspaces (`+workspaceCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+		w.ID, w.OrgID, nullStr(w.ParentID), w.Name, w.Kind, w.Runtime, w.Spec, w.Status, w.RestartPolicy,
+		b2i(w.Protected), w.Generation, w.Box, w.BoxFingerprint, toMicros(w.HealthyAt), toMicros(w.HeartbeatAt),
+		w.Failures, w.LastError, toMicros(w.CreatedAt), toMicros(w.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("insert workspace: %w", mapErr(err))
+	}
+	return nil
+}
+
+func (s *sqlStore) GetWorkspace(ctx context.Context, orgID, id string) (Workspace, error) {
+	return scanWorkspace(s.r.QueryRowContext(ctx,
+		`SELECT `+workspaceCols+` FROM workspaces WHERE org_id = $1 AND id = $2`, orgID, id))
+}
+
+func (s *sqlStore) GetWorkspaceForUpdate(ctx context.Context, orgID, id string) (Workspace, error) {
+	return scanWorkspace(s.w.QueryRowContext(ctx,
+		`SELECT `+workspaceCols+` FROM workspaces WHERE org_id = $1 AND id = $2`+s.forUpdate(), orgID, id))
+}
+
+func (s *sqlStore) GetPlatformWorkspace(ctx context.Context, orgID string) (Workspace, error) {
+	return scanWorkspace(s.r.QueryRowContext(ctx,
+		`SELECT `+workspaceCols+` FROM workspaces WHERE org_id = $1 AND kind = 'platform'`, orgID))
+}
+
+func (s *sqlStore) queryWorkspaces(ctx context.Context, q string, args ...any) ([]Workspace, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", mapErr(err))
+	}
+	defer rows.Close()
+	out := []Workspace{}
+	for rows.Next() {
+		w, err := scanWorkspace(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list workspaces: %w", err)
+		}
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", mapErr(err))
+	}
+	return out, nil
+}
+
+func (s *sqlStore) ListWorkspaces(ctx context.Context, orgID string, includeRemoved bool, p ListParams) ([]Workspace, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = -1
+	}
+	q := `SELECT ` + workspaceCols + ` FROM workspaces WHERE org_id = $1 AND id > $2 AND ($3 = 1 OR status <> 'removed') ORDER BY id`
+	if limit > 0 {
+		return s.queryWorkspaces(ctx, q+` LIMIT $4`, orgID, p.After, b2i(includeRemoved), limit)
+	}
+	return s.queryWorkspaces(ctx, q, orgID, p.After, b2i(includeRemoved))
+}
+
+func (s *sqlStore) ListChildren(ctx context.Context, orgID, parentID string) ([]Workspace, error) {
+	return s.queryWorkspaces(ctx, `SELECT `+workspaceCols+` FROM workspaces
+		WHERE org_id = $1 AND parent_id = $2 AND status <> 'removed' ORDER BY id`, orgID, parentID)
+}
+
+func (s *sqlStore) UpdateWorkspace(ctx context.Context, w Workspace) error {
+	err := affected(s.w.ExecContext(ctx, `UPDATE workspaces SET parent_id = $3, name = $4, runtime = $5, spec = $6,
+		status = $7, restart_policy = $8, protected = $9, generation = $10, box = $11, box_fingerprint = $12,
+		healthy_at = $13, heartbeat_at = $14, failures = $15, last_error = $16, updated_at = $17
+		WHERE org_id = $1 AND id = $2`,
+		w.OrgID, w.ID, nullStr(w.ParentID), w.Name, w.Runtime, w.Spec, w.Status, w.RestartPolicy,
+		b2i(w.Protected), w.Generation, w.Box, w.BoxFingerprint, toMicros(w.HealthyAt),
+		toMicros(w.HeartbeatAt), w.Failures, w.LastError, toMicros(w.UpdatedAt)))
+	if err != nil {
+		return fmt.Errorf("update workspace %s: %w", w.ID, err)
+	}
+	return nil
+}
+
+// ---- tokens
+
+const tokenCols = `id, org_id, kind, name, workspace_id, acting_workspace_id, secret_hash, box_generation,
+	created_at, expires_at, revoked_at, last_used_at`
+
+func scanToken(sc scanner) (Token, error) {
+	var t Token
+	var ws, acting sql.NullString
+	var created, expires, revoked, used int64
+	if err := sc.Scan(&t.ID, &t.OrgID, &t.Kind, &t.Name, &ws, &acting, &t.SecretHash, &t.BoxGeneration,
+		&created, &expires, &revoked, &used); err != nil {
+		return Token{}, mapErr(err)
+	}
+	t.WorkspaceID, t.ActingWorkspaceID = ws.String, acting.String
+	t.CreatedAt, t.ExpiresAt, t.RevokedAt, t.LastUsedAt = fromMicros(created), fromMicros(expires), fromMicros(revoked), fromMicros(used)
+	return t, nil
+}
+
+func (s *sqlStore) InsertToken(ctx context.Context, t Token) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO tokens (`+tokenCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		t.ID, t.OrgID, t.Kind, t.Name, nullStr(t.WorkspaceID), nullStr(t.ActingWorkspaceID), t.SecretHash,
+		t.BoxGeneration, toMicros(t.CreatedAt), toMicros(t.ExpiresAt), toMicros(t.RevokedAt), toMicros(t.LastUsedAt))
+	if err != nil {
+		return fmt.Errorf("insert token: %w", mapErr(err))
+	}
+	return nil
+}
+
+func (s *sqlStore) GetToken(ctx context.Context, id string) (Token, error) {
+	return scanToken(s.r.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, id))
+}
+
+func (s *sqlStore) ListTokens(ctx context.Context, orgID string) ([]Token, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE org_id = $1 ORDER BY created_at, id`, orgID)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", mapErr(err))
+	}
+	defer rows.Close()
+	out := []Token{}
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, mapErr(rows.Err())
+}
+
+func (s *sqlStore) RevokeToken(ctx context.Context, orgID, id string, at time.Time) error {
+	// Revoking twice keeps the first time.
+	err := affected(s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = CASE WHEN revoked_at = 0 THEN $3 ELSE revoked_at END
+		WHERE org_id = $1 AND id = $2`, orgID, id, toMicros(at)))
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) TouchToken(ctx context.Context, id string, at time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET last_used_at = $2 WHERE id = $1`, id, toMicros(at))
+	return mapErr(err)
+}
+
+// ---- audit
+
+func (s *sqlStore) AppendAudit(ctx context.Context, e AuditEntry) (int64, error) {
+	if e.Detail == "" {
+		e.Detail = "{}"
+	}
+	var id int64
+	err := s.w.QueryRowContext(ctx, `INSERT INTO audit (org_id, at, token_id, principal_kind, acting_workspace_id,
+		action, target_kind, target_id, workspace_id, outcome, request_id, detail)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id`,
+		e.OrgID, toMicros(e.At), e.TokenID, e.PrincipalKind, e.ActingWorkspaceID, e.Action, e.TargetKind,
+		e.TargetID, e.WorkspaceID, e.Outcome, e.RequestID, e.Detail).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("append audit: %w", mapErr(err))
+	}
+	return id, nil
+}
+
+func (s *sqlStore) ListAudit(ctx context.Context, orgID string, f AuditFilter) ([]AuditEntry, error) {
+	limit := f.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	before := f.Before
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT id, org_id, at, token_id, principal_kind, acting_workspace_id, action,
+		target_kind, target_id, workspace_id, outcome, request_id, detail FROM audit
+		WHERE org_id = $1 AND id < $2 AND ($3 = '' OR workspace_id = $3) ORDER BY id DESC LIMIT $4`,
+		orgID, before, f.WorkspaceID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", mapErr(err))
+	}
+	defer rows.Close()
+	out := []AuditEntry{}
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &e.OrgID, &at, &e.TokenID, &e.PrincipalKind, &e.ActingWorkspaceID, &e.Action,
+			&e.TargetKind, &e.TargetID, &e.WorkspaceID, &e.Outcome, &e.RequestID, &e.Detail); err != nil {
+			return nil, fmt.Errorf("list audit: %w", mapErr(err))
+		}
+		e.At = fromMicros(at)
+		out = append(out, e)
+	}
+	return out, mapErr(rows.Err())
+}
+
+// ---- meta and data keys
+
+func (s *sqlStore) GetMeta(ctx context.Context, name string) ([]byte, error) {
+	var v []byte
+	if err := s.r.QueryRowContext(ctx, `SELECT value FROM meta WHERE name = $1`, name).Scan(&v); err != nil {
+		return nil, mapErr(err)
+	}
+	return v, nil
+}
+
+func (s *sqlStore) PutMeta(ctx context.Context, name string, value []byte) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO meta (name, value) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, value)
+	return mapErr(err)
+}
+
+func (s *sqlStore) InsertDataKey(ctx context.Context, k DataKey) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO data_keys (id, wrapped, is_current, created_at, retired_at)
+		VALUES ($1, $2, 0, $3, $4)`, k.ID, k.Wrapped, toMicros(k.CreatedAt), toMicros(k.RetiredAt))
+	if err != nil {
+		return fmt.Errorf("insert data key: %w", mapErr(err))
+	}
+	if k.Current {
+		return s.SetCurrentDataKey(ctx, k.ID)
+	}
+	return nil
+}
+
+func (s *sqlStore) ListDataKeys(ctx context.Context) ([]DataKey, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, wrapped, is_current, created_at, retired_at FROM data_keys ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list data keys: %w", mapErr(err))
+	}
+	defer rows.Close()
+	var out []DataKey
+	for rows.Next() {
+		var k DataKey
+		var cur int
+		var created, retired int64
+		if err := rows.Scan(&k.ID, &k.Wrapped, &cur, &created, &retired); err != nil {
+			return nil, mapErr(err)
+		}
+		k.Current, k.CreatedAt, k.RetiredAt = cur != 0, fromMicros(created), fromMicros(retired)
+		out = append(out, k)
+	}
+	return out, mapErr(rows.Err())
+}
+
+func (s *sqlStore) SetCurrentDataKey(ctx context.Context, id string) error {
+	return s.InTx(ctx, func(tx Store) error {
+		t := tx.(*sqlStore)
+		if _, err := t.w.ExecContext(ctx, `UPDATE data_keys SET is_current = 0 WHERE is_current = 1 AND id <> $1`, id); err != nil {
+			return mapErr(err)
+		}
+		return affected(t.w.ExecContext(ctx, `UPDATE data_keys SET is_current = 1 WHERE id = $1 AND retired_at = 0`, id))
+	})
+}
+
+func (s *sqlStore) RetireDataKey(ctx context.Context, id string, at time.Time) error {
+	return affected(s.w.ExecContext(ctx, `UPDATE data_keys SET retired_at = $2 WHERE id = $1 AND is_current = 0 AND retired_at = 0`, id, toMicros(at)))
+}
+
+// ---- secrets
+
+const secretCols = `org_id, workspace_id, key, key_id, ciphertext, value_mac, version, created_at, updated_at`
+
+func scanSecret(sc scanner) (Secret, error) {
+	var x Secret
+	var created, updated int64
+	if err := sc.Scan(&x.OrgID, &x.WorkspaceID, &x.Key, &x.KeyID, &x.Ciphertext, &x.ValueMAC, &x.Version, &created, &updated); err != nil {
+		return Secret{}, mapErr(err)
+	}
+	x.CreatedAt, x.UpdatedAt = fromMicros(created), fromMicros(updated)
+	return x, nil
+}
+
+func (s *sqlStore) querySecrets(ctx context.Context, q string, args ...any) ([]Secret, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list secrets: %w", mapErr(err))
+	}
+	defer rows.Close()
+	out := []Secret{}
+	for rows.Next() {
+		x, err := scanSecret(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list secrets: %w", err)
+		}
+		out = append(out, x)
+	}
+	return out, mapErr(rows.Err())
+}
+
+func (s *sqlStore) GetSecret(ctx context.Context, orgID, workspaceID, key string) (Secret, error) {
+	return scanSecret(s.r.QueryRowContext(ctx, `SELECT `+secretCols+` FROM secrets
+		WHERE org_id = $1 AND workspace_id = $2 AND key = $3`, orgID, workspaceID, key))
+}
+
+func (s *sqlStore) ListSecrets(ctx context.Context, orgID, workspaceID string) ([]Secret, error) {
+	return s.querySecrets(ctx, `SELECT `+secretCols+` FROM secrets WHERE org_id = $1 AND workspace_id = $2 ORDER BY key`,
+		orgID, workspaceID)
+}
+
+func (s *sqlStore) PutSecret(ctx context.Context, x Secret) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO secrets (`+secretCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (org_id, workspace_id, key) DO UPDATE SET key_id = excluded.key_id, ciphertext = excluded.ciphertext,
+		value_mac = excluded.value_mac, version = excluded.version, updated_at = excluded.updated_at`,
+		x.OrgID, x.WorkspaceID, x.Key, x.KeyID, x.Ciphertext, x.ValueMAC, x.Version, toMicros(x.CreatedAt), toMicros(x.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("put secret: %w", mapErr(err))
+	}
+	return nil
+}
+
+func (s *sqlStore) DeleteSecret(ctx context.Context, orgID, workspaceID, key string) error {
+	err := affected(s.w.ExecContext(ctx, `DELETE FROM secrets WHERE org_id = $1 AND workspace_id = $2 AND key = $3`,
+		orgID, workspaceID, key))
+	if err != nil {
+		return fmt.Errorf("delete secret: %w", err)
+	}
+	return nil
+}
+
+func (s *sqlStore) SecretsByKeyID(ctx context.Context, keyID string, after SecretCursor, limit int) ([]Secret, error) {
+	// Row-value comparison runs on both engines and uses the primary key.
+	return s.querySecrets(ctx, `SELECT `+secretCols+` FROM secrets
+		WHERE key_id = $1 AND (org_id, workspace_id, key) > ($2, $3, $4)
+		ORDER BY org_id, workspace_id, key LIMIT $5`, keyID, after.OrgID, after.WorkspaceID, after.Key, limit)
+}
+
+func (s *sqlStore) ReencryptSecret(ctx context.Context, x Secret, fromKeyID string) (bool, error) {
+	err := affected(s.w.ExecContext(ctx, `UPDATE secrets SET key_id = $4, ciphertext = $5
+		WHERE org_id = $1 AND workspace_id = $2 AND key = $3 AND key_id = $6`,
+		x.OrgID, x.WorkspaceID, x.Key, x.KeyID, x.Ciphertext, fromKeyID))
+	if err == ErrNotFound {
+		return false, nil // changed or deleted meanwhile: nothing to do
+	}
+	if err != nil {
+		return false, fmt.Errorf("re-encrypt secret: %w", err)
+	}
+	return true, nil
+}
+
+func (s *sqlStore) CountSecretsByKeyID(ctx context.Context, keyID string) (int64, error) {
+	var n int64
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM secrets WHERE key_id = $1`, keyID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count secrets: %w", mapErr(err))
+	}
+	return n, nil
+}

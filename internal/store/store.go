@@ -1,0 +1,94 @@
+// Package store persists orgplane's state behind one interface, on SQLite
+// (the embedded default, pure Go) or PostgreSQL (production).
+//
+// One SQL text serves both engines wherever it can: $N placeholders,
+// RETURNING and ON CONFLICT run on both. Times are unix microseconds.
+// The few places where the engines differ are named dialect switches.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Driver errors are mapped to these once, here.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a uniqueness or reference constraint refused the write.
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: the store did not answer (connection lost, disk
+	// unavailable, locked for too long). Callers report 503 and retry later.
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// Store is every query orgplane makes. Services never see *sql.Tx.
+type Store interface {
+	// InTx runs fn in one transaction: on SQLite an immediate (writer)
+	// transaction, on Postgres read committed with row locks where a method
+	// says so. fn's Store must not be used after fn returns.
+	InTx(ctx context.Context, fn func(Store) error) error
+	Ping(ctx context.Context) error
+	Close() error
+	// Dialect is "sqlite" or "postgres".
+	Dialect() string
+
+	CreateOrg(ctx context.Context, o Org) error
+	GetOrg(ctx context.Context, id string) (Org, error)
+	GetOrgByName(ctx context.Context, name string) (Org, error)
+	ListOrgs(ctx context.Context) ([]Org, error)
+
+	InsertWorkspace(ctx context.Context, w Workspace) error
+	// GetWorkspace is scoped to the org: another org's workspace is ErrNotFound.
+	GetWorkspace(ctx context.Context, orgID, id string) (Workspace, error)
+	// GetWorkspaceForUpdate is GetWorkspace that, inside InTx on Postgres,
+	// locks the row until the transaction ends.
+	GetWorkspaceForUpdate(ctx context.Context, orgID, id string) (Workspace, error)
+	GetPlatformWorkspace(ctx context.Context, orgID string) (Workspace, error)
+	// ListWorkspaces lists the org's workspaces by id, removed ones included
+	// only when includeRemoved.
+	ListWorkspaces(ctx context.Context, orgID string, includeRemoved bool, p ListParams) ([]Workspace, error)
+	// ListChildren lists the workspaces whose parent is parentID, not removed.
+	ListChildren(ctx context.Context, orgID, parentID string) ([]Workspace, error)
+	// UpdateWorkspace writes every mutable column of w (by org and id).
+	UpdateWorkspace(ctx context.Context, w Workspace) error
+
+	InsertToken(ctx context.Context, t Token) error
+	// GetToken is not org-scoped: authentication looks tokens up by id.
+	GetToken(ctx context.Context, id string) (Token, error)
+	ListTokens(ctx context.Context, orgID string) ([]Token, error)
+	RevokeToken(ctx context.Context, orgID, id string, at time.Time) error
+	TouchToken(ctx context.Context, id string, at time.Time) error
+
+	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
+	ListAudit(ctx context.Context, orgID string, f AuditFilter) ([]AuditEntry, error)
+
+	// Data keys and metadata (secrets encryption).
+	GetMeta(ctx context.Context, name string) ([]byte, error)
+	PutMeta(ctx context.Context, name string, value []byte) error
+	InsertDataKey(ctx context.Context, k DataKey) error
+	ListDataKeys(ctx context.Context) ([]DataKey, error)
+	// SetCurrentDataKey makes id the only current key.
+	SetCurrentDataKey(ctx context.Context, id string) error
+	RetireDataKey(ctx context.Context, id string, at time.Time) error
+
+	// Secrets. workspaceID "" is the global scope.
+	GetSecret(ctx context.Context, orgID, workspaceID, key string) (Secret, error)
+	// ListSecrets lists one scope's secrets by key.
+	ListSecrets(ctx context.Context, orgID, workspaceID string) ([]Secret, error)
+	// PutSecret inserts or replaces a secret (the caller sets Version).
+	PutSecret(ctx context.Context, s Secret) error
+	DeleteSecret(ctx context.Context, orgID, workspaceID, key string) error
+	// SecretsByKeyID pages secrets encrypted under keyID (any org), for
+	// re-encryption. The cursor is (org, workspace, key) of the last row seen.
+	SecretsByKeyID(ctx context.Context, keyID string, after SecretCursor, limit int) ([]Secret, error)
+	// ReencryptSecret replaces a secret's ciphertext and key id if it is
+	// still encrypted under fromKeyID; it changes neither value nor version.
+	ReencryptSecret(ctx context.Context, s Secret, fromKeyID string) (bool, error)
+	CountSecretsByKeyID(ctx context.Context, keyID string) (int64, error)
+}
+
+// SecretCursor points at one secret row.
+type SecretCursor struct {
+	OrgID, WorkspaceID, Key string
+}
