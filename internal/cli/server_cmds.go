@@ -7,12 +7,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/crypto"
+	"github.com/orgplane/orgplane/internal/provision/docker"
 	"github.com/orgplane/orgplane/internal/server"
 	"github.com/orgplane/orgplane/internal/store"
 )
@@ -57,8 +61,66 @@ func masterKey(flagFile, dataDirFile string, generate bool) ([]byte, error) {
 	return k, err
 }
 
+// runtimeFlags are the box and restart settings shared by up and serve.
+type runtimeFlags struct {
+	rt            core.RuntimeConfig
+	docker        string
+	dockerNetwork string
+	stopGrace     time.Duration
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func (r *runtimeFlags) add(f *pflag.FlagSet) {
+	f.DurationVar(&r.rt.ProvisionTimeout, "provision-timeout", envDuration("ORGPLANE_PROVISION_TIMEOUT", 30*time.Second), "a box not healthy this long after it started has failed (env ORGPLANE_PROVISION_TIMEOUT)")
+	f.DurationVar(&r.rt.CoalesceWindow, "coalesce-window", envDuration("ORGPLANE_COALESCE_WINDOW", 2*time.Second), "secret changes to one workspace within this window give one restart, 2s-30s (env ORGPLANE_COALESCE_WINDOW)")
+	f.IntVar(&r.rt.MaxConcurrentRestarts, "max-concurrent-restarts", envInt("ORGPLANE_MAX_CONCURRENT_RESTARTS", 4), "restarts in flight at once, over all replicas (env ORGPLANE_MAX_CONCURRENT_RESTARTS)")
+	f.IntVar(&r.rt.MaxConcurrentRestartsPerOrg, "max-concurrent-restarts-per-org", envInt("ORGPLANE_MAX_CONCURRENT_RESTARTS_PER_ORG", 4), "restarts in flight at once per org (env ORGPLANE_MAX_CONCURRENT_RESTARTS_PER_ORG)")
+	f.IntVar(&r.rt.MaxProvisionRetries, "max-provision-retries", envInt("ORGPLANE_MAX_PROVISION_RETRIES", 3), "re-provisions of a failed box before it stays failed (env ORGPLANE_MAX_PROVISION_RETRIES)")
+	f.DurationVar(&r.stopGrace, "stop-grace", envDuration("ORGPLANE_STOP_GRACE", 5*time.Second), "time between SIGTERM and SIGKILL when a box is stopped (env ORGPLANE_STOP_GRACE)")
+	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
+	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
+}
+
+// apply validates the flags into cfg.
+func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) error {
+	if !dev && (r.rt.CoalesceWindow < 2*time.Second || r.rt.CoalesceWindow > 30*time.Second) {
+		return fmt.Errorf("--coalesce-window %s: must be between 2s and 30s", r.rt.CoalesceWindow)
+	}
+	if r.rt.MaxConcurrentRestarts < 1 || r.rt.MaxConcurrentRestartsPerOrg < 1 {
+		return errors.New("--max-concurrent-restarts and --max-concurrent-restarts-per-org must be at least 1")
+	}
+	if r.rt.ProvisionTimeout < time.Second {
+		return errors.New("--provision-timeout must be at least 1s")
+	}
+	cfg.Runtime, cfg.StopGrace, cfg.DockerNetwork = r.rt, r.stopGrace, r.dockerNetwork
+	switch r.docker {
+	case "on", "true":
+		cfg.Docker = true
+	case "off", "false":
+	case "auto":
+		cfg.Docker = docker.EngineAnswers(ctx)
+	default:
+		return fmt.Errorf("--docker %q: want on, off or auto", r.docker)
+	}
+	return nil
+}
+
 func newUpCmd(g *Globals) *cobra.Command {
 	var addr, keyFile, logLevel, advertise string
+	var rf runtimeFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run orgplane embedded: SQLite store, process boxes, all on this machine",
@@ -84,6 +146,9 @@ printed once. Later runs reuse all of it.`,
 				DBURL: "sqlite:" + filepath.Join(dir, "orgplane.db"), Addr: addr, MasterKey: key,
 				DataDir: dir, AdvertiseURL: advertise, Logger: log,
 			}
+			if err := rf.apply(cmd.Context(), &cfg, false); err != nil {
+				return err
+			}
 			return runServer(cmd.Context(), g, cfg, func(ctx context.Context, s *server.Server) error {
 				return bootstrapDefault(ctx, g, s.Service, dir)
 			})
@@ -94,6 +159,7 @@ printed once. Later runs reuse all of it.`,
 	f.StringVar(&keyFile, "master-key-file", os.Getenv("ORGPLANE_MASTER_KEY_FILE"), "master key file (env ORGPLANE_MASTER_KEY_FILE; default DATA_DIR/master.key)")
 	f.StringVar(&advertise, "advertise-url", os.Getenv("ORGPLANE_ADVERTISE_URL"), "URL boxes use to reach the control plane (env ORGPLANE_ADVERTISE_URL)")
 	f.StringVar(&logLevel, "log-level", envOr("ORGPLANE_LOG_LEVEL", "info"), "debug, info, warn or error (env ORGPLANE_LOG_LEVEL)")
+	rf.add(f)
 	return cmd
 }
 
@@ -106,6 +172,9 @@ func bootstrapDefault(ctx context.Context, g *Globals, svc *core.Service, dir st
 	n, err := svc.CreateOrg(ctx, DefaultOrg)
 	if err != nil {
 		return fmt.Errorf("create default org: %w", err)
+	}
+	if err := svc.StartPending(ctx, n.Org.ID, n.Platform.ID); err != nil {
+		return fmt.Errorf("start the platform workspace: %w", err)
 	}
 	path := filepath.Join(dir, "admin.token")
 	if err := os.WriteFile(path, []byte(n.Secret+"\n"), 0o600); err != nil {
@@ -138,6 +207,7 @@ func runServer(ctx context.Context, g *Globals, cfg server.Config, afterStart fu
 
 func newServeCmd(g *Globals) *cobra.Command {
 	var db, addr, keyFile, logLevel, advertise string
+	var rf runtimeFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run orgplane for production (Postgres or SQLite store, master key from env or file)",
@@ -155,6 +225,9 @@ func newServeCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			cfg := server.Config{DBURL: db, Addr: addr, MasterKey: key, DataDir: g.DataDir, AdvertiseURL: advertise, Logger: log}
+			if err := rf.apply(cmd.Context(), &cfg, os.Getenv("ORGPLANE_DEV") == "1"); err != nil {
+				return err
+			}
 			return runServer(cmd.Context(), g, cfg, nil)
 		},
 	}
@@ -164,6 +237,7 @@ func newServeCmd(g *Globals) *cobra.Command {
 	f.StringVar(&keyFile, "master-key-file", os.Getenv("ORGPLANE_MASTER_KEY_FILE"), "master key file (env ORGPLANE_MASTER_KEY_FILE; else ORGPLANE_MASTER_KEY)")
 	f.StringVar(&advertise, "advertise-url", os.Getenv("ORGPLANE_ADVERTISE_URL"), "URL boxes use to reach the control plane (env ORGPLANE_ADVERTISE_URL)")
 	f.StringVar(&logLevel, "log-level", envOr("ORGPLANE_LOG_LEVEL", "info"), "debug, info, warn or error (env ORGPLANE_LOG_LEVEL)")
+	rf.add(f)
 	return cmd
 }
 

@@ -37,7 +37,7 @@ func (s *Service) CreateOrg(ctx context.Context, name string) (NewOrg, error) {
 		}
 		out.Platform = store.Workspace{
 			ID: ids.New("w"), OrgID: out.Org.ID, Name: "platform", Kind: store.KindPlatform,
-			Runtime: RuntimeProcess, Spec: "{}", Status: StatusStopped, RestartPolicy: PolicyAuto,
+			Runtime: RuntimeProcess, Spec: "{}", Status: StatusProvisioning, RestartPolicy: PolicyAuto,
 			CreatedAt: now, UpdatedAt: now,
 		}
 		if err := tx.InsertWorkspace(ctx, out.Platform); err != nil {
@@ -59,6 +59,20 @@ func (s *Service) CreateOrg(ctx context.Context, name string) (NewOrg, error) {
 		return NewOrg{}, err
 	}
 	return out, nil
+}
+
+// StartPending starts the box of a workspace whose start was recorded but
+// not carried out (an org created by an operator command; a crash): it is
+// what reconcile does at start, for one workspace.
+func (s *Service) StartPending(ctx context.Context, orgID, wsID string) error {
+	w, err := s.store.GetWorkspace(ctx, orgID, wsID)
+	if err != nil {
+		return err
+	}
+	if w.Status == StatusProvisioning && w.Box == "" {
+		s.startAsync(orgID, wsID, "bootstrap")
+	}
+	return nil
 }
 
 // OrgByName finds an org (operator commands).

@@ -12,39 +12,142 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
+// RuntimeConfig tunes boxes and restarts. Zero values take the defaults.
+type RuntimeConfig struct {
+	// AdvertiseURL is ORGPLANE_URL in every box.
+	AdvertiseURL string
+	// AgentCommand runs the reference agent (a process workspace with no
+	// command runs it): the orgplane binary and "agent".
+	AgentCommand []string
+	// ProvisionTimeout: a box not healthy this long after it started has
+	// failed (default 30s).
+	ProvisionTimeout time.Duration
+	// ReadyAfter: a box that does not speak the agent protocol is healthy
+	// once alive this long, unless its spec says otherwise (default 2s).
+	ReadyAfter time.Duration
+	// MaxProvisionRetries bounds automatic re-provisions of a crashed box
+	// and retries of a failed restart (default 3).
+	MaxProvisionRetries int
+	// RetryBackoff is the first backoff; it doubles per attempt (default 1s).
+	RetryBackoff time.Duration
+	// CoalesceWindow: changes to one workspace within it give one restart
+	// (default 2s; between 2s and 30s outside tests).
+	CoalesceWindow time.Duration
+	// Jitter spreads the restarts of a fan-out (default 500ms).
+	Jitter time.Duration
+	// MaxConcurrentRestarts caps restarts in flight over all replicas (default 4).
+	MaxConcurrentRestarts int
+	// MaxConcurrentRestartsPerOrg caps them per org (default 4).
+	MaxConcurrentRestartsPerOrg int
+	// LoopWindow and LoopMax: more than LoopMax automatic restarts in
+	// LoopWindow trip the loop breaker (defaults 10m, 3).
+	LoopWindow time.Duration
+	LoopMax    int
+	// JobLease is how long a claimed job is its worker's before another
+	// replica may take it over (default 60s; renewed while running).
+	JobLease time.Duration
+	// PollInterval is the workers' backup poll (default 1s).
+	PollInterval time.Duration
+	// HeartbeatTimeout: an agent box silent this long is degraded (default 15s).
+	HeartbeatTimeout time.Duration
+}
+
+func (c *RuntimeConfig) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ProvisionTimeout, 30*time.Second)
+	def(&c.ReadyAfter, 2*time.Second)
+	def(&c.RetryBackoff, time.Second)
+	def(&c.CoalesceWindow, 2*time.Second)
+	def(&c.Jitter, 500*time.Millisecond)
+	def(&c.LoopWindow, 10*time.Minute)
+	def(&c.JobLease, 60*time.Second)
+	def(&c.PollInterval, time.Second)
+	def(&c.HeartbeatTimeout, 15*time.Second)
+	defInt(&c.MaxProvisionRetries, 3)
+	defInt(&c.MaxConcurrentRestarts, 4)
+	defInt(&c.MaxConcurrentRestartsPerOrg, 4)
+	defInt(&c.LoopMax, 3)
+}
+
 // Service is the service layer.
 type Service struct {
-	store store.Store
-	clock Clock
-	log   *slog.Logger
+	store   store.Store
+	clock   Clock
+	log     *slog.Logger
+	keys    *Keyring
+	provs   map[string]provision.Provisioner
+	cfg     RuntimeConfig
+	metrics *Metrics
+	events  *Bus
+	owner   string // this replica's id, for job leases
+
+	wake    chan struct{} // nudges the job workers
+	mu      sync.Mutex
+	watches map[string]*boxWatch // workspace id -> watcher of its current box
+	locks   map[string]*wsLock
+	bg      sync.WaitGroup
+	stop    context.CancelFunc
+	bgCtx   context.Context
 }
 
 // Options configure a Service.
 type Options struct {
-	Clock  Clock
-	Logger *slog.Logger
+	Clock        Clock
+	Logger       *slog.Logger
+	Keys         *Keyring
+	Provisioners map[string]provision.Provisioner
+	Runtime      RuntimeConfig
+	Metrics      *Metrics
 }
 
-// New returns a Service over st.
+// New returns a Service over st. Call Start to run its background work.
 func New(st store.Store, opts Options) *Service {
-	s := &Service{store: st, clock: opts.Clock, log: opts.Logger}
+	s := &Service{store: st, clock: opts.Clock, log: opts.Logger, keys: opts.Keys, provs: opts.Provisioners,
+		cfg: opts.Runtime, metrics: opts.Metrics, events: NewBus(), owner: ids.New("p"),
+		wake: make(chan struct{}, 1), watches: map[string]*boxWatch{}, locks: map[string]*wsLock{}}
 	if s.clock == nil {
 		s.clock = SystemClock{}
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics()
+	}
+	if s.provs == nil {
+		s.provs = map[string]provision.Provisioner{}
+	}
+	s.cfg.defaults()
+	s.bgCtx, s.stop = context.WithCancel(context.Background())
 	return s
 }
 
 // Store returns the service's store (for operator commands and tests).
 func (s *Service) Store() store.Store { return s.store }
+
+// Events returns the bus of the org's changes.
+func (s *Service) Events() *Bus { return s.events }
+
+// Metrics returns the service's metrics.
+func (s *Service) Metrics() *Metrics { return s.metrics }
 
 // Ready reports whether the store answers.
 func (s *Service) Ready(ctx context.Context) error {
@@ -114,6 +217,7 @@ func (s *Service) mutate(ctx context.Context, p auth.Principal, ev *auditEvent, 
 		return err
 	})
 	if err == nil {
+		s.events.Publish(Event{OrgID: p.OrgID, Type: ev.Action, WorkspaceID: ev.WorkspaceID, TargetID: ev.TargetID})
 		return nil
 	}
 	e := AsError(err)
@@ -127,12 +231,18 @@ func (s *Service) mutate(ctx context.Context, p auth.Principal, ev *auditEvent, 
 	if e.Status == 403 || e.Status == 401 {
 		outcome = "denied"
 	}
+	s.appendAudit(ctx, p, *ev, outcome)
+	return e
+}
+
+// appendAudit writes one entry on a fresh context: it must land even when
+// the caller's context timed out or was cancelled.
+func (s *Service) appendAudit(ctx context.Context, p auth.Principal, ev auditEvent, outcome string) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, aerr := s.store.AppendAudit(actx, s.auditEntry(ctx, p, *ev, outcome)); aerr != nil {
-		s.log.Error("append audit entry", "action", ev.Action, "err", aerr)
+	if _, err := s.store.AppendAudit(actx, s.auditEntry(ctx, p, ev, outcome)); err != nil {
+		s.log.Error("append audit entry", "action", ev.Action, "target", ev.TargetID, "err", err)
 	}
-	return e
 }
 
 // notFoundAs maps store.ErrNotFound to a typed not-found error.
@@ -141,4 +251,9 @@ func notFoundAs(err error, what, id string) error {
 		return NotFound(what, id)
 	}
 	return err
+}
+
+// systemPrincipal is orgplane itself acting in an org.
+func systemPrincipal(orgID string) auth.Principal {
+	return auth.Principal{Kind: auth.KindSystem, OrgID: orgID}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/ids"
@@ -88,8 +89,18 @@ func (s *Service) liveWorkspace(ctx context.Context, tx store.Store, orgID, id s
 	return w, nil
 }
 
+// view derives what the faces show of one workspace.
 func (s *Service) view(w store.Workspace) Workspace {
-	return Workspace{Workspace: w}
+	v := Workspace{Workspace: w}
+	if hasBox(w.Status) && w.BoxFingerprint != "" && s.keys != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		fp, err := s.currentFingerprint(ctx, w.OrgID, w.ID)
+		// Fail towards "stale": a fingerprint we cannot compute is not known
+		// to match.
+		v.Stale = err != nil || fp != w.BoxFingerprint
+	}
+	return v
 }
 
 // ListWorkspaces lists what the caller may see: the org's live workspaces
@@ -109,9 +120,15 @@ func (s *Service) ListWorkspaces(ctx context.Context) ([]Workspace, error) {
 	} else if rows, err = s.store.ListWorkspaces(ctx, p.OrgID, false, store.ListParams{}); err != nil {
 		return nil, err
 	}
+	var fp *fingerprinter
+	if s.keys != nil {
+		if fp, err = s.newFingerprinter(ctx, s.store, p.OrgID); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]Workspace, len(rows))
 	for i, w := range rows {
-		out[i] = s.view(w)
+		out[i] = Workspace{Workspace: w, Stale: isStale(w, fp)}
 	}
 	return out, nil
 }
@@ -168,9 +185,15 @@ func (s *Service) CreateWorkspace(ctx context.Context, in CreateWorkspaceInput) 
 			return err
 		}
 		now := s.clock.Now()
+		status := StatusStopped
+		if (in.Start == nil || *in.Start) && in.Runtime != RuntimeExternal {
+			// The intent is durable: if we crash before the box starts, the
+			// next run starts it.
+			status = StatusProvisioning
+		}
 		w = store.Workspace{
 			ID: ids.New("w"), OrgID: p.OrgID, ParentID: parent.ID, Name: in.Name,
-			Kind: store.KindWorkspace, Runtime: in.Runtime, Spec: spec, Status: StatusStopped,
+			Kind: store.KindWorkspace, Runtime: in.Runtime, Spec: spec, Status: status,
 			RestartPolicy: in.RestartPolicy, Protected: in.Protected, CreatedAt: now, UpdatedAt: now,
 		}
 		ev.Detail["parent_id"], ev.Detail["runtime"] = parent.ID, w.Runtime
@@ -185,6 +208,9 @@ func (s *Service) CreateWorkspace(ctx context.Context, in CreateWorkspaceInput) 
 	})
 	if err != nil {
 		return Workspace{}, err
+	}
+	if w.Status == StatusProvisioning {
+		s.startAsync(w.OrgID, w.ID, "create")
 	}
 	return s.view(w), nil
 }
@@ -306,6 +332,7 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) 
 	ev := &auditEvent{Action: "workspace.delete", TargetKind: "workspace", TargetID: id, WorkspaceID: id,
 		Detail: map[string]any{"cascade": cascade}}
 	var removed []string
+	var stopped []store.Workspace
 	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
 		w, err := s.visibleWorkspace(ctx, tx, p, id)
 		if err != nil {
@@ -331,6 +358,7 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) 
 		// Children first, so no live workspace ever has a removed parent.
 		for i := len(subtree) - 1; i >= 0; i-- {
 			x := subtree[i]
+			stopped = append(stopped, x)
 			x.Status, x.UpdatedAt = StatusRemoved, now
 			if err := tx.UpdateWorkspace(ctx, x); err != nil {
 				return err
@@ -340,7 +368,13 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) 
 		ev.Detail["removed"] = removed
 		return nil
 	})
-	return removed, err
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range stopped {
+		s.stopAsync(x, "removed")
+	}
+	return removed, nil
 }
 
 // subtree returns w and its live descendants, parents before children.

@@ -25,6 +25,7 @@ func (s *Server) routes(r chi.Router) {
 	r.Post("/tokens", s.createToken)
 	r.Delete("/tokens/{id}", s.revokeToken)
 	r.Get("/audit", s.listAudit)
+	s.boxRoutes(r)
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {

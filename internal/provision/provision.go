@@ -19,7 +19,9 @@ const (
 	RuntimeExternal = "external"
 )
 
-// ErrNotFound is returned by Inspect/Adopt when the box no longer exists.
+// ErrNotFound is returned by Inspect/Adopt when the box no longer exists,
+// or when the handle now names something that is not this box (a reused
+// pid, a container of another workspace): backends never act on those.
 var ErrNotFound = errors.New("box not found")
 
 // Spec is everything a backend needs to start one box.
@@ -39,22 +41,28 @@ type Spec struct {
 }
 
 // Handle identifies a started box. It is persisted (as JSON) so that a
-// restarted control plane can Adopt the box.
+// restarted control plane can Adopt the box. It holds no secret.
 type Handle struct {
 	Runtime     string    `json:"runtime"`
 	WorkspaceID string    `json:"workspace_id"`
 	Generation  int64     `json:"generation"`
-	ID          string    `json:"id"`                   // pid (process) or container id (docker)
+	ID          string    `json:"id"`                    // pid (process) or container id (docker)
 	StartTicks  uint64    `json:"start_ticks,omitempty"` // process: /proc/<pid>/stat starttime, guards against pid reuse
 	StartedAt   time.Time `json:"started_at"`
 }
 
 // State is what Inspect reports.
 type State struct {
-	Running  bool
-	ExitCode int    // valid when !Running and Exited
-	Exited   bool   // the box ran and exited (as opposed to vanished)
-	Reason   string // human text: "exited with code 3", "killed by signal 9", "container removed"...
+	Running bool
+	// ExitCode is valid when !Running and Exited. A box killed by signal N
+	// reports 128+N (the shell's convention, and what docker reports).
+	ExitCode int
+	// Exited: the box ran and exited with a known status (as opposed to
+	// vanished, or exited with a status nobody could collect).
+	Exited bool
+	// Reason is human text: "running", "exited with code 3", "killed by
+	// signal SIGKILL", "container removed"...
+	Reason string
 }
 
 // Provisioner starts and stops boxes of one runtime.
@@ -73,7 +81,8 @@ type Provisioner interface {
 
 // Waiter is implemented by backends that can notify when a box exits.
 // The channel receives one State when the box exits, then is closed. It is
-// closed without a value when ctx ends.
+// closed without a value when ctx ends. A box that is already gone yields
+// its State (Running false) at once.
 type Waiter interface {
 	Wait(ctx context.Context, h Handle) <-chan State
 }
@@ -81,7 +90,7 @@ type Waiter interface {
 // Logger is implemented by backends that keep a box's output.
 type Logger interface {
 	// Logs returns up to the last tail lines of the workspace's output
-	// (all kept lines when tail <= 0).
+	// (all kept lines when tail <= 0); nil and no error when there is none.
 	Logs(ctx context.Context, workspaceID string, tail int) ([]byte, error)
 }
 

@@ -1,6 +1,6 @@
-// Package server wires the control plane together: store, service layer,
-// HTTP API, background loops. `orgplane up`, `orgplane serve` and the
-// end-to-end tests start it through Start.
+// Package server wires the control plane together: store, key ring,
+// provisioners, service layer, HTTP API and background loops. `orgplane up`,
+// `orgplane serve` and the end-to-end tests start it through Start.
 package server
 
 import (
@@ -10,10 +10,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/httpapi"
+	"github.com/orgplane/orgplane/internal/provision"
+	"github.com/orgplane/orgplane/internal/provision/docker"
+	"github.com/orgplane/orgplane/internal/provision/process"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -22,12 +29,22 @@ type Config struct {
 	DBURL     string
 	Addr      string
 	MasterKey []byte
-	// DataDir holds box logs (process runtime); "" uses a temp dir.
+	// DataDir holds box logs (process runtime).
 	DataDir string
 	// AdvertiseURL is how boxes reach the control plane; default
 	// http://<listen address>.
 	AdvertiseURL string
-	Logger       *slog.Logger
+	// Runtime tunes boxes and restarts (AdvertiseURL and AgentCommand are
+	// filled in here).
+	Runtime core.RuntimeConfig
+	// Docker enables the docker runtime; DockerNetwork is its containers'
+	// network mode ("host" lets them reach a loopback control plane).
+	Docker        bool
+	DockerNetwork string
+	DockerLabels  map[string]string
+	// StopGrace is how long a box gets between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	Logger    *slog.Logger
 }
 
 // Server is a running control plane.
@@ -36,39 +53,85 @@ type Server struct {
 	Service *core.Service
 	URL     string
 
-	http     *http.Server
-	listener net.Listener
-	done     chan error
-	log      *slog.Logger
+	http  *http.Server
+	done  chan error
+	log   *slog.Logger
+	close []func() error
 }
 
-// Start opens the store and serves the API on cfg.Addr until Close or ctx
-// ends.
-func Start(ctx context.Context, cfg Config) (*Server, error) {
+// Start opens the store, checks the master key against it, adopts the boxes
+// a previous run left and serves the API on cfg.Addr until Close or ctx ends.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
+	s := &Server{log: log, done: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
 	st, err := store.Open(ctx, cfg.DBURL)
 	if err != nil {
 		return nil, err
 	}
-	svc := core.New(st, core.Options{Logger: log})
-	api := httpapi.New(svc, httpapi.Options{Logger: log})
+	s.Store = st
+	s.close = append(s.close, st.Close)
+	keys, err := core.OpenKeyring(ctx, st, cfg.MasterKey)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		st.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	s := &Server{
-		Store: st, Service: svc, URL: "http://" + ln.Addr().String(), listener: ln, log: log,
-		done: make(chan error, 1),
-		http: &http.Server{
-			Handler:           api,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		},
+	s.URL = "http://" + ln.Addr().String()
+
+	rt := cfg.Runtime
+	rt.AdvertiseURL = cfg.AdvertiseURL
+	if rt.AdvertiseURL == "" {
+		rt.AdvertiseURL = s.URL
+	}
+	if len(rt.AgentCommand) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the orgplane binary for the reference agent: %w", err)
+		}
+		rt.AgentCommand = []string{exe, "agent"}
+	}
+	provs := map[string]provision.Provisioner{}
+	dataDir := cfg.DataDir
+	if dataDir == "" {
+		dataDir = "orgplane-data"
+	}
+	proc, err := process.New(process.Config{LogDir: filepath.Join(dataDir, "logs"), StopGrace: cfg.StopGrace, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	s.close = append(s.close, proc.Close)
+	provs[provision.RuntimeProcess] = proc
+	if cfg.Docker {
+		d, err := docker.New(docker.Config{NetworkMode: cfg.DockerNetwork, Labels: cfg.DockerLabels, StopGrace: cfg.StopGrace, Init: true, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.close = append(s.close, d.Close)
+		provs[provision.RuntimeDocker] = d
+	}
+	svc := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt})
+	s.Service = svc
+	if err := svc.Start(ctx); err != nil {
+		return nil, err
+	}
+	s.close = append([]func() error{func() error { svc.Close(); return nil }}, s.close...)
+	api := httpapi.New(svc, httpapi.Options{Logger: log,
+		Metrics: promhttp.HandlerFor(svc.Metrics().Registry, promhttp.HandlerOpts{})})
+	s.http = &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() {
 		err := s.http.Serve(ln)
@@ -81,7 +144,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		<-ctx.Done()
 		s.shutdown()
 	}()
-	log.Info("orgplane serving", "url", s.URL, "store", st.Dialect())
+	log.Info("orgplane serving", "url", s.URL, "store", st.Dialect(), "advertise_url", rt.AdvertiseURL, "docker", cfg.Docker)
 	return s, nil
 }
 
@@ -93,13 +156,23 @@ func (s *Server) shutdown() {
 	}
 }
 
-// Wait blocks until the server stops and closes the store.
-func (s *Server) Wait() error {
-	err := <-s.done
-	return errors.Join(err, s.Store.Close())
+func (s *Server) closeAll() error {
+	var err error
+	for _, c := range s.close {
+		err = errors.Join(err, c())
+	}
+	s.close = nil
+	return err
 }
 
-// Close stops serving (gracefully, within 10 s) and closes the store.
+// Wait blocks until the server stops, then stops the background work and
+// closes the store. Boxes keep running.
+func (s *Server) Wait() error {
+	err := <-s.done
+	return errors.Join(err, s.closeAll())
+}
+
+// Close stops serving (gracefully, within 10 s) and releases everything.
 func (s *Server) Close() error {
 	s.shutdown()
 	return s.Wait()

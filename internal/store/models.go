@@ -35,6 +35,8 @@ type Workspace struct {
 	HeartbeatAt    time.Time // last heartbeat of the current generation
 	Failures       int       // consecutive failed provisions since the last healthy box
 	LastError      string
+	LoopBroken     bool   // the loop breaker refused an automatic restart; an admin restart clears it
+	BoxTokenID     string // token minted for the current box
 
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -126,4 +128,70 @@ type DataKey struct {
 type ListParams struct {
 	After string
 	Limit int // 0: no limit
+}
+
+// Job states.
+const (
+	JobPending    = "pending"
+	JobRunning    = "running"
+	JobSucceeded  = "succeeded"
+	JobFailed     = "failed"
+	JobSkipped    = "skipped"
+	JobSuperseded = "superseded"
+)
+
+// RestartJob is one restart decision of a workspace and, when it restarts,
+// its execution. Skipped decisions are rows too, so that a workspace's
+// history shows every decision.
+type RestartJob struct {
+	ID                string
+	OrgID             string
+	WorkspaceID       string
+	Automatic         bool // caused by a secret change (rules re-checked at execution)
+	State             string
+	Reason            string // the decision's reason code, then the outcome's
+	Note              string // an admin's reason, or the job a coalesced decision merged into
+	ChangeID          string
+	CallerWorkspaceID string
+	RequestedBy       string // token id
+	Attempts          int
+	MaxAttempts       int
+	Generation        int64 // the generation this job provisions, once it has started
+	RunAfter          time.Time
+	LeaseOwner        string
+	LeaseUntil        time.Time
+	Error             string
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	StartedAt         time.Time
+	FinishedAt        time.Time
+}
+
+// Finished reports whether the job is in a final state.
+func (j RestartJob) Finished() bool {
+	switch j.State {
+	case JobSucceeded, JobFailed, JobSkipped, JobSuperseded:
+		return true
+	}
+	return false
+}
+
+// PropagationFacts is what the planner needs of one workspace.
+type PropagationFacts struct {
+	WorkspaceID        string
+	Kind               string
+	Runtime            string
+	Status             string
+	RestartPolicy      string
+	Protected          bool
+	LoopBroken         bool
+	OverridesKey       bool // has its own secret with the changed key
+	PendingJobID       string
+	RecentAutoRestarts int
+}
+
+// ClaimLimits are the governor's caps, checked when a job is claimed.
+type ClaimLimits struct {
+	MaxRunning       int // across all replicas
+	MaxRunningPerOrg int
 }

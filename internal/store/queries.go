@@ -58,23 +58,25 @@ func (s *sqlStore) ListOrgs(ctx context.Context) ([]Org, error) {
 // ---- workspaces
 
 const workspaceCols = `id, org_id, parent_id, name, kind, runtime, spec, status, restart_policy, protected,
-	generation, box, box_fingerprint, healthy_at, heartbeat_at, failures, last_error, created_at, updated_at`
+	generation, box, box_fingerprint, healthy_at, heartbeat_at, failures, last_error, created_at, updated_at,
+	loop_broken, box_token_id`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanWorkspace(sc scanner) (Workspace, error) {
 	var w Workspace
 	var parent sql.NullString
-	var protected int
+	var protected, loopBroken int
 	var healthy, heartbeat, created, updated int64
 	err := sc.Scan(&w.ID, &w.OrgID, &parent, &w.Name, &w.Kind, &w.Runtime, &w.Spec, &w.Status,
 		&w.RestartPolicy, &protected, &w.Generation, &w.Box, &w.BoxFingerprint, &healthy, &heartbeat,
-		&w.Failures, &w.LastError, &created, &updated)
+		&w.Failures, &w.LastError, &created, &updated, &loopBroken, &w.BoxTokenID)
 	if err != nil {
 		return Workspace{}, mapErr(err)
 	}
 	w.ParentID = parent.String
 	w.Protected = protected != 0
+	w.LoopBroken = loopBroken != 0
 	w.HealthyAt = fromMicros(healthy)
 	w.HeartbeatAt = fromMicros(heartbeat)
 	w.CreatedAt = fromMicros(created)
@@ -84,10 +86,10 @@ func scanWorkspace(sc scanner) (Workspace, error) {
 
 func (s *sqlStore) InsertWorkspace(ctx context.Context, w Workspace) error {
 	_, err := s.w.ExecContext(ctx, `INSERT INTO workspaces (`+workspaceCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
 		w.ID, w.OrgID, nullStr(w.ParentID), w.Name, w.Kind, w.Runtime, w.Spec, w.Status, w.RestartPolicy,
 		b2i(w.Protected), w.Generation, w.Box, w.BoxFingerprint, toMicros(w.HealthyAt), toMicros(w.HeartbeatAt),
-		w.Failures, w.LastError, toMicros(w.CreatedAt), toMicros(w.UpdatedAt))
+		w.Failures, w.LastError, toMicros(w.CreatedAt), toMicros(w.UpdatedAt), b2i(w.LoopBroken), w.BoxTokenID)
 	if err != nil {
 		return fmt.Errorf("insert workspace: %w", mapErr(err))
 	}
@@ -149,11 +151,12 @@ func (s *sqlStore) ListChildren(ctx context.Context, orgID, parentID string) ([]
 func (s *sqlStore) UpdateWorkspace(ctx context.Context, w Workspace) error {
 	err := affected(s.w.ExecContext(ctx, `UPDATE workspaces SET parent_id = $3, name = $4, runtime = $5, spec = $6,
 		status = $7, restart_policy = $8, protected = $9, generation = $10, box = $11, box_fingerprint = $12,
-		healthy_at = $13, heartbeat_at = $14, failures = $15, last_error = $16, updated_at = $17
+		healthy_at = $13, heartbeat_at = $14, failures = $15, last_error = $16, updated_at = $17,
+		loop_broken = $18, box_token_id = $19
 		WHERE org_id = $1 AND id = $2`,
 		w.OrgID, w.ID, nullStr(w.ParentID), w.Name, w.Runtime, w.Spec, w.Status, w.RestartPolicy,
 		b2i(w.Protected), w.Generation, w.Box, w.BoxFingerprint, toMicros(w.HealthyAt),
-		toMicros(w.HeartbeatAt), w.Failures, w.LastError, toMicros(w.UpdatedAt)))
+		toMicros(w.HeartbeatAt), w.Failures, w.LastError, toMicros(w.UpdatedAt), b2i(w.LoopBroken), w.BoxTokenID))
 	if err != nil {
 		return fmt.Errorf("update workspace %s: %w", w.ID, err)
 	}
@@ -423,4 +426,24 @@ func (s *sqlStore) CountSecretsByKeyID(ctx context.Context, keyID string) (int64
 		return 0, fmt.Errorf("count secrets: %w", mapErr(err))
 	}
 	return n, nil
+}
+
+func (s *sqlStore) ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT org_id, workspace_id, key, key_id, value_mac, version, created_at, updated_at
+		FROM secrets WHERE org_id = $1 ORDER BY workspace_id, key`, orgID)
+	if err != nil {
+		return nil, fmt.Errorf("list secret macs: %w", mapErr(err))
+	}
+	defer rows.Close()
+	out := []Secret{}
+	for rows.Next() {
+		var x Secret
+		var created, updated int64
+		if err := rows.Scan(&x.OrgID, &x.WorkspaceID, &x.Key, &x.KeyID, &x.ValueMAC, &x.Version, &created, &updated); err != nil {
+			return nil, fmt.Errorf("list secret macs: %w", mapErr(err))
+		}
+		x.CreatedAt, x.UpdatedAt = fromMicros(created), fromMicros(updated)
+		out = append(out, x)
+	}
+	return out, mapErr(rows.Err())
 }

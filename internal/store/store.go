@@ -86,6 +86,25 @@ type Store interface {
 	// still encrypted under fromKeyID; it changes neither value nor version.
 	ReencryptSecret(ctx context.Context, s Secret, fromKeyID string) (bool, error)
 	CountSecretsByKeyID(ctx context.Context, keyID string) (int64, error)
+	// ListSecretMACs lists every secret of the org, both scopes, without
+	// ciphertexts: enough to compute fingerprints and overrides.
+	ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error)
+
+	// Restart jobs.
+	InsertJobs(ctx context.Context, jobs []RestartJob) error
+	GetJob(ctx context.Context, orgID, id string) (RestartJob, error)
+	GetPendingJob(ctx context.Context, workspaceID string) (RestartJob, error)
+	// ListJobs lists jobs newest first; workspaceID "" lists the org's.
+	ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error)
+	ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error)
+	UpdateJob(ctx context.Context, j RestartJob) error
+	ClaimJob(ctx context.Context, owner string, now, leaseUntil time.Time, lim ClaimLimits) (RestartJob, error)
+	RenewLease(ctx context.Context, id, owner string, until time.Time) error
+	CountRecentAutoRestarts(ctx context.Context, workspaceID string, since time.Time) (int, error)
+	CountJobsByState(ctx context.Context) (map[string]int, error)
+	ListPropagationFacts(ctx context.Context, orgID, key string, since time.Time) ([]PropagationFacts, error)
+	GetPropagationFacts(ctx context.Context, orgID, workspaceID, key string, since time.Time) (PropagationFacts, error)
+	ListActiveWorkspaces(ctx context.Context) ([]Workspace, error)
 }
 
 // SecretCursor points at one secret row.

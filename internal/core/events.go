@@ -1,0 +1,63 @@
+package core
+
+import (
+	"sync"
+	"time"
+)
+
+// Event is one change in an org, for the /v1/events stream. It carries ids
+// and codes only, never a secret value.
+type Event struct {
+	OrgID       string    `json:"org_id"`
+	Type        string    `json:"type"`
+	WorkspaceID string    `json:"workspace_id,omitempty"`
+	TargetID    string    `json:"target_id,omitempty"`
+	Status      string    `json:"status,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+// Bus fans events out to subscribers. A slow subscriber loses events
+// rather than slowing the control plane; it can re-read the state.
+type Bus struct {
+	mu   sync.Mutex
+	subs map[chan Event]string // channel -> org id
+}
+
+// NewBus returns an empty bus.
+func NewBus() *Bus { return &Bus{subs: map[chan Event]string{}} }
+
+// Subscribe returns a channel of the org's events and a function that ends
+// the subscription.
+func (b *Bus) Subscribe(orgID string) (<-chan Event, func()) {
+	ch := make(chan Event, 256)
+	b.mu.Lock()
+	b.subs[ch] = orgID
+	b.mu.Unlock()
+	return ch, func() {
+		b.mu.Lock()
+		if _, ok := b.subs[ch]; ok {
+			delete(b.subs, ch)
+			close(ch)
+		}
+		b.mu.Unlock()
+	}
+}
+
+// Publish sends ev to the org's subscribers without blocking.
+func (b *Bus) Publish(ev Event) {
+	if ev.At.IsZero() {
+		ev.At = time.Now().UTC()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch, org := range b.subs {
+		if org != ev.OrgID {
+			continue
+		}
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+}

@@ -1,0 +1,482 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/propagation"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// Reasons of jobs that are not propagation decisions.
+const (
+	ReasonAdminRestart = "admin_restart"
+	ReasonBoxFailed    = "box_failed"
+)
+
+// Start runs the background work: adopting the boxes a previous run left,
+// and the restart workers. Close stops it.
+func (s *Service) Start(ctx context.Context) error {
+	if err := s.reconcile(ctx); err != nil {
+		return fmt.Errorf("adopt boxes: %w", err)
+	}
+	for i := 0; i < s.cfg.MaxConcurrentRestarts; i++ {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			s.worker(s.bgCtx)
+		}()
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.housekeeping(s.bgCtx)
+	}()
+	return nil
+}
+
+// Close stops the background work. Boxes keep running: a control-plane
+// restart neither kills nor duplicates them.
+func (s *Service) Close() {
+	s.stop()
+	s.bg.Wait()
+}
+
+// worker claims and executes restart jobs until ctx ends. The caps are
+// checked in the store when a job is claimed, so they hold across replicas.
+func (s *Service) worker(ctx context.Context) {
+	poll := time.NewTicker(s.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		for {
+			if ctx.Err() != nil {
+				return
+			}
+			now := s.clock.Now()
+			j, err := s.store.ClaimJob(ctx, s.owner, now, now.Add(s.cfg.JobLease), store.ClaimLimits{
+				MaxRunning: s.cfg.MaxConcurrentRestarts, MaxRunningPerOrg: s.cfg.MaxConcurrentRestartsPerOrg,
+			})
+			if err != nil {
+				if !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {
+					s.log.Warn("claim restart job", "err", err)
+				}
+				break
+			}
+			s.execute(ctx, j)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// execute runs one claimed job to a final state (or back to pending for a
+// retry). Its lease is renewed while it runs; losing it stops the work.
+func (s *Service) execute(parent context.Context, j store.RestartJob) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	s.metrics.RestartsInFlight.Inc()
+	defer s.metrics.RestartsInFlight.Dec()
+	go func() {
+		t := time.NewTicker(s.cfg.JobLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.store.RenewLease(ctx, j.ID, s.owner, s.clock.Now().Add(s.cfg.JobLease)); err != nil {
+					s.log.Warn("lost the lease of a restart job", "job_id", j.ID, "err", err)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	started := s.clock.Now()
+	state, reason, errMsg := s.run(ctx, j)
+	if parent.Err() != nil && state == "" {
+		return // shutting down: the lease expires and a replica resumes the job
+	}
+	s.finish(j, state, reason, errMsg, started)
+}
+
+// run does the job's work and says how it ended: a final state, or ""
+// when the worker stopped mid-way.
+func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, errMsg string) {
+	unlock := s.lockWS(j.WorkspaceID)
+	defer unlock()
+	w, err := s.store.GetWorkspace(ctx, j.OrgID, j.WorkspaceID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", "", ""
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return store.JobSkipped, propagation.ReasonRemoved, ""
+		}
+		// Fail closed: facts that cannot be read never lead to a restart.
+		return store.JobSkipped, propagation.ReasonKindUnknown, "read workspace: " + err.Error()
+	}
+	resumed := j.Generation != 0 && w.Generation == j.Generation
+	switch {
+	case resumed:
+		// A replica crashed after recording this job's generation: adopt
+		// that box rather than start another.
+		if h, ok := currentHandle(w); ok {
+			if prov := s.provs[w.Runtime]; prov != nil {
+				if st, err := prov.Adopt(ctx, h); err == nil && st.Running {
+					if w.Status == StatusRunning {
+						return store.JobSucceeded, j.Reason, ""
+					}
+					bw := s.watch(w, h, true, w.UpdatedAt)
+					return s.await(ctx, bw)
+				}
+			}
+		}
+	case j.Automatic:
+		// The rules again, at execution: the world may have changed since
+		// the job was queued.
+		if d := s.recheck(ctx, j, w); d.Action != propagation.ActionRestart {
+			return store.JobSkipped, d.Reason, ""
+		}
+	case j.RequestedBy == "" && j.Reason == ReasonBoxFailed:
+		// Recovery of a dead box: moot if the box is back or replaced.
+		if w.Status != StatusFailed {
+			return store.JobSuperseded, j.Reason, "the box was replaced meanwhile"
+		}
+	default:
+		if !hasBox(w.Status) && w.Status != StatusFailed && w.Status != StatusStopped {
+			return store.JobSkipped, w.Status, ""
+		}
+	}
+	if w.Runtime == RuntimeExternal {
+		return store.JobSkipped, propagation.ReasonExternalRuntime, ""
+	}
+	explicit := !j.Automatic && j.RequestedBy != ""
+	if hasBox(w.Status) || w.Status == StatusFailed {
+		if err := s.stopCurrent(ctx, w, explicit); err != nil {
+			if errors.Is(err, ErrPlatformStop) {
+				return store.JobSkipped, propagation.ReasonPlatformRoot, ""
+			}
+			return store.JobFailed, j.Reason, err.Error()
+		}
+	}
+	bw, err := s.startBox(ctx, j.OrgID, j.WorkspaceID, "restart:"+j.Reason, true, func(tx store.Store, gen int64) error {
+		j.Generation = gen
+		cur, err := tx.GetJob(ctx, j.OrgID, j.ID)
+		if err != nil {
+			return err
+		}
+		if cur.LeaseOwner != s.owner || cur.State != store.JobRunning {
+			return errors.New("lost the job's lease")
+		}
+		cur.Generation, cur.UpdatedAt = gen, s.clock.Now()
+		return tx.UpdateJob(ctx, cur)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", "", ""
+		}
+		return store.JobFailed, j.Reason, AsError(err).Message
+	}
+	return s.await(ctx, bw)
+}
+
+// await waits for a box's first outcome, with a margin over the
+// provision deadline that its watcher enforces.
+func (s *Service) await(ctx context.Context, bw *boxWatch) (string, string, string) {
+	t := time.NewTimer(s.cfg.ProvisionTimeout + 10*time.Second)
+	defer t.Stop()
+	select {
+	case err := <-bw.result:
+		if err != nil {
+			return store.JobFailed, "", err.Error()
+		}
+		return store.JobSucceeded, "", ""
+	case <-t.C:
+		return store.JobFailed, "", "no outcome from the box watcher"
+	case <-ctx.Done():
+		return "", "", ""
+	}
+}
+
+// recheck applies the propagation rules to an automatic job at execution.
+func (s *Service) recheck(ctx context.Context, j store.RestartJob, w store.Workspace) propagation.Decision {
+	since := s.clock.Now().Add(-s.cfg.LoopWindow)
+	f, err := s.store.GetPropagationFacts(ctx, j.OrgID, j.WorkspaceID, "", since)
+	if err != nil {
+		return propagation.Decide(propagation.Target{WorkspaceID: j.WorkspaceID}, propagation.Caller{}, s.limits())
+	}
+	t := targetOf(f)
+	t.PendingRestart = false
+	if t.RecentAutoRestarts > 0 {
+		t.RecentAutoRestarts-- // this job counts itself once claimed
+	}
+	if t.Status == StatusFailed && j.Attempts > 1 {
+		t.Status = StatusRunning // failed by this job's own previous attempt: retry it
+	}
+	if hasBox(w.Status) {
+		if cur, err := s.currentFingerprint(ctx, j.OrgID, j.WorkspaceID); err == nil && cur == w.BoxFingerprint {
+			t.Unchanged = true // e.g. the change was reverted within the window
+		}
+	}
+	d := propagation.Decide(t, propagation.Caller{Workspace: j.CallerWorkspaceID}, s.limits())
+	if d.Reason == propagation.ReasonLoopBreaker {
+		s.setLoopBroken(j.OrgID, j.WorkspaceID)
+	}
+	return d
+}
+
+func (s *Service) currentFingerprint(ctx context.Context, orgID, wsID string) (string, error) {
+	macs := map[string]string{}
+	for _, scope := range []string{"", wsID} {
+		list, err := s.store.ListSecrets(ctx, orgID, scope)
+		if err != nil {
+			return "", err
+		}
+		for _, x := range list {
+			macs[x.Key] = x.ValueMAC
+		}
+	}
+	return s.keys.Fingerprint(macs), nil
+}
+
+func (s *Service) setLoopBroken(orgID, wsID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.store.InTx(ctx, func(tx store.Store) error {
+		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
+		if err != nil || w.LoopBroken {
+			return err
+		}
+		w.LoopBroken = true
+		return tx.UpdateWorkspace(ctx, w)
+	})
+	if err != nil {
+		s.log.Error("flag loop breaker", "workspace_id", wsID, "err", err)
+	}
+}
+
+// finish records a job's outcome on a fresh context, with its audit entry
+// and metrics; a failed attempt with retries left goes back to pending with
+// backoff.
+func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, started time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := s.clock.Now()
+	if reason == "" {
+		reason = j.Reason
+	}
+	retry := state == store.JobFailed && j.Attempts < j.MaxAttempts
+	err := s.store.InTx(ctx, func(tx store.Store) error {
+		cur, err := tx.GetJob(ctx, j.OrgID, j.ID)
+		if err != nil {
+			return err
+		}
+		if cur.LeaseOwner != s.owner || cur.State != store.JobRunning {
+			return nil // another replica took it over
+		}
+		cur.Reason, cur.Error, cur.UpdatedAt, cur.LeaseUntil = reason, errMsg, now, time.Time{}
+		action := "restart." + state
+		if retry {
+			if _, perr := tx.GetPendingJob(ctx, j.WorkspaceID); perr == nil {
+				retry = false // a newer pending restart will apply everything
+			}
+		}
+		if retry {
+			cur.State, cur.LeaseOwner = store.JobPending, ""
+			cur.RunAfter = now.Add(s.cfg.RetryBackoff << (cur.Attempts - 1))
+			action = "restart.retry"
+		} else {
+			cur.State, cur.FinishedAt = state, now
+		}
+		if err := tx.UpdateJob(ctx, cur); err != nil {
+			return err
+		}
+		if state == store.JobSucceeded && !j.Automatic && j.RequestedBy != "" {
+			// An admin's explicit restart clears the loop breaker.
+			if w, err := tx.GetWorkspaceForUpdate(ctx, j.OrgID, j.WorkspaceID); err == nil && w.LoopBroken {
+				w.LoopBroken = false
+				if err := tx.UpdateWorkspace(ctx, w); err != nil {
+					return err
+				}
+			}
+		}
+		outcome := "ok"
+		if state == store.JobFailed {
+			outcome = "failed"
+		}
+		_, err = tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(j.OrgID), auditEvent{
+			Action: action, TargetKind: "restart_job", TargetID: j.ID, WorkspaceID: j.WorkspaceID,
+			Detail: map[string]any{"reason": reason, "attempt": cur.Attempts, "generation": cur.Generation,
+				"automatic": j.Automatic, "change_id": j.ChangeID, "error": errMsg},
+		}, outcome))
+		return err
+	})
+	if err != nil {
+		s.log.Error("record restart outcome", "job_id", j.ID, "state", state, "err", err)
+		return
+	}
+	if retry {
+		s.metrics.Restarts.WithLabelValues("retry").Inc()
+		return
+	}
+	s.metrics.Restarts.WithLabelValues(state).Inc()
+	if state == store.JobSkipped {
+		s.metrics.Decisions.WithLabelValues(reason, propagation.ActionSkip).Inc()
+	}
+	if state == store.JobSucceeded {
+		s.metrics.RestartDuration.Observe(now.Sub(started).Seconds())
+		if j.Automatic {
+			s.metrics.PropagationLag.Observe(now.Sub(j.CreatedAt).Seconds())
+		}
+	}
+	s.events.Publish(Event{OrgID: j.OrgID, Type: "restart." + state, WorkspaceID: j.WorkspaceID, TargetID: j.ID, Reason: reason})
+}
+
+// scheduleRecovery queues the re-provision of a dead box, with backoff, a
+// bounded number of times; after that the workspace stays failed.
+func (s *Service) scheduleRecovery(orgID, wsID string, gen int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := s.store.InTx(ctx, func(tx store.Store) error {
+		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
+		if err != nil || w.Generation != gen || w.Status != StatusFailed {
+			return err
+		}
+		if w.Failures > s.cfg.MaxProvisionRetries {
+			_, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
+				Action: "box.gave_up", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
+				Detail: map[string]any{"generation": gen, "failures": w.Failures},
+			}, "failed"))
+			return err
+		}
+		if _, err := tx.GetPendingJob(ctx, wsID); err == nil {
+			return nil // a pending restart will provision it
+		}
+		now := s.clock.Now()
+		return tx.InsertJobs(ctx, []store.RestartJob{{
+			ID: ids.New("j"), OrgID: orgID, WorkspaceID: wsID, State: store.JobPending, Reason: ReasonBoxFailed,
+			Note: fmt.Sprintf("recovers generation %d", gen), MaxAttempts: 1, RunAfter: now.Add(s.cfg.RetryBackoff << max(w.Failures-1, 0)),
+			CreatedAt: now, UpdatedAt: now,
+		}})
+	})
+	if err != nil {
+		s.log.Error("schedule box recovery", "workspace_id", wsID, "err", err)
+		return
+	}
+	s.kick()
+}
+
+// reconcile adopts, at start, the boxes a previous run left: running ones
+// keep their generation; missing ones are failed and recovered.
+func (s *Service) reconcile(ctx context.Context) error {
+	list, err := s.store.ListActiveWorkspaces(ctx)
+	if err != nil {
+		return err
+	}
+	for _, w := range list {
+		if w.Runtime == RuntimeExternal {
+			continue
+		}
+		h, ok := currentHandle(w)
+		if !ok {
+			// Intent recorded, box never started (a crash in between): a
+			// running job owns it, or nobody does and we start it.
+			if jobs, err := s.store.ListJobs(ctx, w.OrgID, w.ID, 5); err == nil {
+				owned := false
+				for _, j := range jobs {
+					owned = owned || (j.State == store.JobRunning && j.Generation == w.Generation)
+				}
+				if owned {
+					continue
+				}
+			}
+			s.startAsync(w.OrgID, w.ID, "reconcile")
+			continue
+		}
+		prov := s.provs[w.Runtime]
+		if prov == nil {
+			s.markFailed(w.OrgID, w.ID, w.Generation, "runtime", fmt.Sprintf("runtime %s is not enabled on this control plane", w.Runtime))
+			continue
+		}
+		st, err := prov.Adopt(ctx, h)
+		if err == nil && st.Running {
+			s.watch(w, h, false, w.UpdatedAt)
+			continue
+		}
+		why := "box missing after a control-plane restart"
+		if err == nil && st.Reason != "" {
+			why += ": " + st.Reason
+		}
+		if s.markFailed(w.OrgID, w.ID, w.Generation, "missing", fmt.Sprintf("box generation %d: %s", w.Generation, why)) {
+			s.scheduleRecovery(w.OrgID, w.ID, w.Generation)
+		}
+	}
+	return nil
+}
+
+// startAsync provisions a workspace's box in the background (create,
+// resume): it is not a restart, so it does not wait for the governor.
+func (s *Service) startAsync(orgID, wsID, cause string) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		unlock := s.lockWS(wsID)
+		defer unlock()
+		if _, err := s.startBox(s.bgCtx, orgID, wsID, cause, false, nil); err != nil && s.bgCtx.Err() == nil {
+			s.log.Warn("start box", "workspace_id", wsID, "err", AsError(err).Message)
+		}
+	}()
+}
+
+// housekeeping refreshes the stale gauge and reloads the key ring.
+func (s *Service) housekeeping(ctx context.Context) {
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		s.refreshStale(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.keys.Reload(ctx, s.store); err != nil && ctx.Err() == nil {
+				s.log.Warn("reload data keys", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Service) refreshStale(ctx context.Context) {
+	orgs, err := s.store.ListOrgs(ctx)
+	if err != nil {
+		return
+	}
+	n := 0
+	for _, o := range orgs {
+		list, err := s.store.ListWorkspaces(ctx, o.ID, false, store.ListParams{})
+		if err != nil {
+			return
+		}
+		fp, err := s.newFingerprinter(ctx, s.store, o.ID)
+		if err != nil {
+			return
+		}
+		for _, w := range list {
+			if isStale(w, fp) {
+				n++
+			}
+		}
+	}
+	s.metrics.StaleWorkspaces.Set(float64(n))
+}
+
+func isStale(w store.Workspace, fp *fingerprinter) bool {
+	return hasBox(w.Status) && w.BoxFingerprint != "" && fp != nil && w.BoxFingerprint != fp.of(w.ID)
+}

@@ -1,0 +1,624 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/provision"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// The box contract's variables.
+const (
+	EnvURL         = "ORGPLANE_URL"
+	EnvWorkspaceID = "ORGPLANE_WORKSPACE_ID"
+	EnvToken       = "ORGPLANE_TOKEN"
+	EnvGeneration  = "ORGPLANE_GENERATION"
+	// EnvFingerprint is the env fingerprint the box was provisioned with;
+	// the reference agent echoes it in its heartbeats.
+	EnvFingerprint = "ORGPLANE_ENV_FINGERPRINT"
+)
+
+type wsLock struct {
+	mu sync.Mutex
+	n  int
+}
+
+// lockWS serializes box operations on one workspace within this replica.
+// Across replicas, generation-conditional writes keep them safe.
+func (s *Service) lockWS(id string) func() {
+	s.mu.Lock()
+	l := s.locks[id]
+	if l == nil {
+		l = &wsLock{}
+		s.locks[id] = l
+	}
+	l.n++
+	s.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.mu.Lock()
+		if l.n--; l.n == 0 {
+			delete(s.locks, id)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// boxWatch follows one generation of a workspace's box: its health, then
+// its life.
+type boxWatch struct {
+	orgID, wsID string
+	gen         int64
+	handle      provision.Handle
+	// owned: a restart job waits on this box's first outcome and handles its
+	// failure (retries); the watcher does not schedule a recovery for it.
+	owned  bool
+	cancel context.CancelFunc
+	beat   chan struct{}
+	result chan error // first outcome: nil healthy, or why it failed
+	once   sync.Once
+}
+
+func (w *boxWatch) resolve(err error) {
+	w.once.Do(func() { w.result <- err; close(w.result) })
+}
+
+// isAgentBox: a process workspace with no command runs the reference agent,
+// which speaks the heartbeat protocol; it is healthy only by heartbeat.
+func isAgentBox(w store.Workspace) bool {
+	if w.Runtime != RuntimeProcess {
+		return false
+	}
+	var sp ProcessSpec
+	_ = json.Unmarshal([]byte(w.Spec), &sp)
+	return len(sp.Command) == 0
+}
+
+func (s *Service) readyAfter(w store.Workspace) time.Duration {
+	var sp struct {
+		ReadyAfterSeconds *float64 `json:"ready_after_seconds"`
+	}
+	_ = json.Unmarshal([]byte(w.Spec), &sp)
+	if sp.ReadyAfterSeconds != nil {
+		return time.Duration(*sp.ReadyAfterSeconds * float64(time.Second))
+	}
+	return s.cfg.ReadyAfter
+}
+
+// boxSpec builds what the provisioner runs: the spec's env, the effective
+// env over it, and the box contract's variables over both.
+func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token string) (provision.Spec, error) {
+	sp := provision.Spec{OrgID: w.OrgID, WorkspaceID: w.ID, Generation: w.Generation, Env: map[string]string{}}
+	switch w.Runtime {
+	case RuntimeProcess:
+		var ps ProcessSpec
+		if err := json.Unmarshal([]byte(w.Spec), &ps); err != nil {
+			return sp, fmt.Errorf("decode spec: %w", err)
+		}
+		maps.Copy(sp.Env, ps.Env)
+		sp.Command = ps.Command
+		if len(sp.Command) == 0 {
+			if len(s.cfg.AgentCommand) == 0 {
+				return sp, errors.New("no command in the spec and no reference agent configured")
+			}
+			sp.Command = s.cfg.AgentCommand
+		}
+	case RuntimeDocker:
+		var ds DockerSpec
+		if err := json.Unmarshal([]byte(w.Spec), &ds); err != nil {
+			return sp, fmt.Errorf("decode spec: %w", err)
+		}
+		maps.Copy(sp.Env, ds.Env)
+		sp.Image, sp.Command = ds.Image, ds.Command
+	default:
+		return sp, fmt.Errorf("runtime %s has no boxes", w.Runtime)
+	}
+	maps.Copy(sp.Env, env)
+	sp.Env[EnvURL] = s.cfg.AdvertiseURL
+	sp.Env[EnvWorkspaceID] = w.ID
+	sp.Env[EnvToken] = token
+	sp.Env[EnvGeneration] = strconv.FormatInt(w.Generation, 10)
+	sp.Env[EnvFingerprint] = fp
+	return sp, nil
+}
+
+// startBox provisions the next generation of a workspace's box. It records
+// the generation (and, through onGen, the job that provisions it) in one
+// transaction before the box starts, so that a crash cannot start two. The
+// caller holds the workspace lock. The returned watch resolves when the box
+// is healthy or has failed.
+func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned bool, onGen func(tx store.Store, gen int64) error) (*boxWatch, error) {
+	w, err := s.store.GetWorkspace(ctx, orgID, wsID)
+	if err != nil {
+		return nil, err
+	}
+	if w.Runtime == RuntimeExternal {
+		return nil, Refused("external_runtime", "workspace %s runs elsewhere (runtime external): orgplane never starts it", wsID)
+	}
+	env, fp, envErr := s.EffectiveEnv(ctx, s.store, orgID, wsID)
+	prov := s.provs[w.Runtime]
+	var token string
+	err = s.store.InTx(ctx, func(tx store.Store) error {
+		cur, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
+		if err != nil {
+			return err
+		}
+		if err := checkTransition(wsID, cur.Status, StatusProvisioning); err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		cur.Generation++
+		tok := store.Token{ID: ids.New("t"), OrgID: orgID, Kind: store.TokenWorkspace, Name: "box-g" + strconv.FormatInt(cur.Generation, 10),
+			WorkspaceID: wsID, BoxGeneration: cur.Generation, CreatedAt: now}
+		token, tok.SecretHash = auth.NewSecret(store.TokenWorkspace, tok.ID)
+		if err := tx.InsertToken(ctx, tok); err != nil {
+			return err
+		}
+		cur.Status, cur.Box, cur.BoxFingerprint, cur.BoxTokenID = StatusProvisioning, "", fp, tok.ID
+		cur.HealthyAt, cur.HeartbeatAt, cur.UpdatedAt = time.Time{}, time.Time{}, now
+		if err := tx.UpdateWorkspace(ctx, cur); err != nil {
+			return err
+		}
+		if onGen != nil {
+			if err := onGen(tx, cur.Generation); err != nil {
+				return err
+			}
+		}
+		w = cur
+		_, err = tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
+			Action: "box.provision", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
+			Detail: map[string]any{"generation": cur.Generation, "cause": cause, "runtime": cur.Runtime},
+		}, "ok"))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.events.Publish(Event{OrgID: orgID, Type: "box.provision", WorkspaceID: wsID, Status: StatusProvisioning})
+	fail := func(cause, msg string) (*boxWatch, error) {
+		err := errors.New(msg)
+		s.markFailed(orgID, wsID, w.Generation, cause, msg)
+		if !owned {
+			s.scheduleRecovery(orgID, wsID, w.Generation)
+		}
+		return nil, err
+	}
+	switch {
+	case envErr != nil:
+		return fail("env", "cannot build the box's env: "+AsError(envErr).Message)
+	case prov == nil:
+		return fail("runtime", fmt.Sprintf("runtime %s is not enabled on this control plane", w.Runtime))
+	}
+	spec, err := s.boxSpec(w, env, fp, token)
+	if err != nil {
+		return fail("spec", err.Error())
+	}
+	start := s.clock.Now()
+	h, err := prov.Start(ctx, spec)
+	if err != nil {
+		s.metrics.Provisions.WithLabelValues(w.Runtime, "start_failed").Inc()
+		return fail("start", "start box: "+err.Error())
+	}
+	hb, _ := json.Marshal(h)
+	err = s.store.InTx(context.WithoutCancel(ctx), func(tx store.Store) error {
+		cur, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
+		if err != nil {
+			return err
+		}
+		if cur.Generation != w.Generation {
+			return Conflict("superseded")
+		}
+		cur.Box = string(hb)
+		return tx.UpdateWorkspace(ctx, cur)
+	})
+	if err != nil {
+		// Replaced meanwhile (or the store is gone): this box must not live on.
+		_ = prov.Stop(context.WithoutCancel(ctx), h)
+		return fail("store", "record the box: "+AsError(err).Message)
+	}
+	return s.watch(w, h, owned, start), nil
+}
+
+// watch starts following a box generation, replacing any previous watcher
+// of the workspace.
+func (s *Service) watch(w store.Workspace, h provision.Handle, owned bool, started time.Time) *boxWatch {
+	ctx, cancel := context.WithCancel(s.bgCtx)
+	bw := &boxWatch{orgID: w.OrgID, wsID: w.ID, gen: w.Generation, handle: h, owned: owned, cancel: cancel,
+		beat: make(chan struct{}, 1), result: make(chan error, 1)}
+	s.mu.Lock()
+	if old := s.watches[w.ID]; old != nil {
+		old.cancel()
+	}
+	s.watches[w.ID] = bw
+	s.mu.Unlock()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer cancel()
+		s.follow(ctx, bw, w, started)
+		s.mu.Lock()
+		if s.watches[w.ID] == bw {
+			delete(s.watches, w.ID)
+		}
+		s.mu.Unlock()
+	}()
+	return bw
+}
+
+// unwatch stops following a workspace's box (it is being stopped on purpose).
+func (s *Service) unwatch(wsID string) {
+	s.mu.Lock()
+	if bw := s.watches[wsID]; bw != nil {
+		bw.cancel()
+		bw.resolve(errors.New("box stopped"))
+		delete(s.watches, wsID)
+	}
+	s.mu.Unlock()
+}
+
+// nudge tells the watcher of a workspace that a heartbeat came.
+func (s *Service) nudge(wsID string) {
+	s.mu.Lock()
+	bw := s.watches[wsID]
+	s.mu.Unlock()
+	if bw != nil {
+		select {
+		case bw.beat <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// follow is a box's watcher: it waits for health until the provision
+// deadline, then for the box's end. Every way a box fails ends in status
+// failed with a reason, an audit entry and a metric.
+func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, started time.Time) {
+	prov := s.provs[w.Runtime]
+	var exited <-chan provision.State
+	if wt, ok := prov.(provision.Waiter); ok {
+		exited = wt.Wait(ctx, bw.handle)
+	}
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	deadline := time.NewTimer(s.cfg.ProvisionTimeout - s.clock.Now().Sub(started))
+	defer deadline.Stop()
+	var ready <-chan time.Time
+	if !isAgentBox(w) {
+		t := time.NewTimer(max(s.readyAfter(w)-s.clock.Now().Sub(started), 0))
+		defer t.Stop()
+		ready = t.C
+	}
+	healthy := w.Status == StatusRunning || w.Status == StatusDegraded
+	if healthy {
+		bw.resolve(nil)
+	}
+	// checkDB follows what heartbeats (perhaps on another replica) and
+	// others wrote; it reports false when this box is no longer current.
+	checkDB := func() bool {
+		cur, err := s.store.GetWorkspace(ctx, w.OrgID, w.ID)
+		if err != nil {
+			return true // the store may be back soon; keep watching
+		}
+		if cur.Generation != bw.gen {
+			bw.resolve(errors.New("superseded by a newer box"))
+			return false
+		}
+		switch {
+		case !healthy && cur.Status == StatusRunning:
+			healthy = true
+			s.metrics.ProvisionLatency.WithLabelValues(w.Runtime).Observe(s.clock.Now().Sub(started).Seconds())
+			s.metrics.Provisions.WithLabelValues(w.Runtime, "healthy").Inc()
+			bw.resolve(nil)
+		case healthy && isAgentBox(w) && cur.Status == StatusRunning && !cur.HeartbeatAt.IsZero() &&
+			s.clock.Now().Sub(cur.HeartbeatAt) > s.cfg.HeartbeatTimeout:
+			s.setStatus(w.OrgID, w.ID, bw.gen, StatusRunning, StatusDegraded,
+				fmt.Sprintf("no heartbeat for %s", s.clock.Now().Sub(cur.HeartbeatAt).Truncate(time.Second)))
+		case !hasBox(cur.Status):
+			// Stopped, paused, failed or removed by someone else.
+			bw.resolve(fmt.Errorf("workspace is %s", cur.Status))
+			return cur.Status != StatusFailed
+		}
+		return true
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-bw.beat:
+			if !checkDB() {
+				return
+			}
+		case <-poll.C:
+			if exited == nil && prov != nil {
+				if st, err := prov.Inspect(ctx, bw.handle); err == nil && !st.Running || errors.Is(err, provision.ErrNotFound) {
+					s.boxExited(ctx, bw, w, st, err, healthy)
+					return
+				}
+			}
+			if !checkDB() {
+				return
+			}
+		case <-ready:
+			ready = nil
+			if !healthy {
+				if st, err := prov.Inspect(ctx, bw.handle); err == nil && st.Running {
+					if s.markHealthy(w.OrgID, w.ID, bw.gen, "alive for ready_after") {
+						healthy = true
+						s.metrics.ProvisionLatency.WithLabelValues(w.Runtime).Observe(s.clock.Now().Sub(started).Seconds())
+						s.metrics.Provisions.WithLabelValues(w.Runtime, "healthy").Inc()
+						bw.resolve(nil)
+					}
+				}
+			}
+		case st, ok := <-exited:
+			if !ok {
+				if ctx.Err() != nil {
+					return
+				}
+				exited = nil // the backend gave up waiting: fall back to polling
+				continue
+			}
+			s.boxExited(ctx, bw, w, st, nil, healthy)
+			return
+		case <-deadline.C:
+			if healthy {
+				continue
+			}
+			how := "no heartbeat with generation " + strconv.FormatInt(bw.gen, 10)
+			if !isAgentBox(w) {
+				how = "not alive for its ready_after"
+			}
+			msg := fmt.Sprintf("box generation %d was not healthy within %s (%s)", bw.gen, s.cfg.ProvisionTimeout, how)
+			s.metrics.Provisions.WithLabelValues(w.Runtime, "timeout").Inc()
+			if s.markFailed(w.OrgID, w.ID, bw.gen, "provision_timeout", msg) {
+				// An unhealthy box is stopped, except the platform's: orgplane
+				// never terminates it on its own. An admin decides.
+				if w.Kind != store.KindPlatform {
+					_ = s.terminate(context.WithoutCancel(ctx), w, bw.handle, false)
+				}
+				if !bw.owned && w.Kind != store.KindPlatform {
+					s.scheduleRecovery(w.OrgID, w.ID, bw.gen)
+				}
+			}
+			bw.resolve(errors.New(msg))
+			return
+		}
+	}
+}
+
+// boxExited handles a box that ended without being asked to.
+func (s *Service) boxExited(ctx context.Context, bw *boxWatch, w store.Workspace, st provision.State, err error, healthy bool) {
+	if ctx.Err() != nil {
+		return // stopped on purpose
+	}
+	what := st.Reason
+	if what == "" {
+		what = "box vanished"
+		if st.Exited {
+			what = fmt.Sprintf("exited with code %d", st.ExitCode)
+		}
+	}
+	msg := fmt.Sprintf("box generation %d %s", bw.gen, what)
+	if tail := s.logTail(w, 5); tail != "" {
+		msg += "; last output: " + tail
+	}
+	cause := "exited"
+	if !healthy {
+		cause = "exited_during_provision"
+	}
+	s.metrics.Provisions.WithLabelValues(w.Runtime, cause).Inc()
+	if s.markFailed(w.OrgID, w.ID, bw.gen, cause, msg) && (healthy || !bw.owned) {
+		// A dead box is brought back: that terminates nothing, so it holds
+		// for the platform workspace too.
+		s.scheduleRecovery(w.OrgID, w.ID, bw.gen)
+	}
+	bw.resolve(errors.New(msg))
+}
+
+// logTail returns the last lines of a box's output, on one line, bounded.
+// Box output is the box's own; orgplane never writes secret values there.
+func (s *Service) logTail(w store.Workspace, n int) string {
+	lg, ok := s.provs[w.Runtime].(provision.Logger)
+	if !ok {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b, err := lg.Logs(ctx, w.ID, n)
+	if err != nil {
+		return ""
+	}
+	out := strings.Join(strings.Fields(strings.ReplaceAll(string(b), "\n", " | ")), " ")
+	if len(out) > 500 {
+		out = out[len(out)-500:]
+	}
+	return out
+}
+
+// markFailed records that a generation's box failed, on a fresh context (the
+// caller's may be the one that timed out). It reports whether it wrote: a
+// newer generation or a deliberate stop wins.
+func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wrote := false
+	err := s.store.InTx(ctx, func(tx store.Store) error {
+		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
+		if err != nil {
+			return err
+		}
+		if w.Generation != gen || !CanTransition(w.Status, StatusFailed) || !hasBox(w.Status) {
+			return nil
+		}
+		w.Status, w.LastError, w.UpdatedAt = StatusFailed, msg, s.clock.Now()
+		w.Failures++
+		if err := tx.UpdateWorkspace(ctx, w); err != nil {
+			return err
+		}
+		wrote = true
+		_, err = tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
+			Action: "box.failed", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
+			Detail: map[string]any{"generation": gen, "cause": cause, "error": msg, "failures": w.Failures},
+		}, "failed"))
+		return err
+	})
+	if err != nil {
+		s.log.Error("record box failure", "workspace_id", wsID, "generation", gen, "cause", cause, "err", err)
+		return false
+	}
+	if wrote {
+		s.metrics.BoxFailures.WithLabelValues(cause).Inc()
+		s.log.Warn("box failed", "workspace_id", wsID, "generation", gen, "cause", cause, "error", msg)
+		s.events.Publish(Event{OrgID: orgID, Type: "box.failed", WorkspaceID: wsID, Status: StatusFailed, Reason: cause})
+	}
+	return wrote
+}
+
+// markHealthy moves a generation to running; older box tokens are revoked
+// now that the new box is healthy, so no box is left in a 401 loop while
+// it is still needed.
+func (s *Service) markHealthy(orgID, wsID string, gen int64, via string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ok := false
+	err := s.store.InTx(ctx, func(tx store.Store) error {
+		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
+		if err != nil {
+			return err
+		}
+		ok, err = s.healthyTx(ctx, tx, w, gen, via)
+		return err
+	})
+	if err != nil {
+		s.log.Error("record box healthy", "workspace_id", wsID, "generation", gen, "err", err)
+		return false
+	}
+	return ok
+}
+
+func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspace, gen int64, via string) (bool, error) {
+	if w.Generation != gen || (w.Status != StatusProvisioning && w.Status != StatusDegraded) {
+		return w.Generation == gen && w.Status == StatusRunning, nil
+	}
+	now := s.clock.Now()
+	first := w.Status == StatusProvisioning
+	w.Status, w.UpdatedAt = StatusRunning, now
+	if first {
+		w.HealthyAt, w.Failures, w.LastError = now, 0, ""
+	}
+	if err := tx.UpdateWorkspace(ctx, w); err != nil {
+		return false, err
+	}
+	if first {
+		toks, err := tx.ListTokens(ctx, w.OrgID)
+		if err != nil {
+			return false, err
+		}
+		for _, t := range toks {
+			if t.WorkspaceID == w.ID && t.BoxGeneration > 0 && t.BoxGeneration < gen && t.RevokedAt.IsZero() {
+				if err := tx.RevokeToken(ctx, w.OrgID, t.ID, now); err != nil {
+					return false, err
+				}
+			}
+		}
+		if _, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(w.OrgID), auditEvent{
+			Action: "box.healthy", TargetKind: "workspace", TargetID: w.ID, WorkspaceID: w.ID,
+			Detail: map[string]any{"generation": gen, "via": via},
+		}, "ok")); err != nil {
+			return false, err
+		}
+	}
+	s.events.Publish(Event{OrgID: w.OrgID, Type: "box.healthy", WorkspaceID: w.ID, Status: StatusRunning})
+	return true, nil
+}
+
+// setStatus moves a generation between two statuses, if it is still there.
+func (s *Service) setStatus(orgID, wsID string, gen int64, from, to, msg string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := s.store.InTx(ctx, func(tx store.Store) error {
+		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
+		if err != nil || w.Generation != gen || w.Status != from {
+			return err
+		}
+		if err := checkTransition(wsID, from, to); err != nil {
+			return err
+		}
+		w.Status, w.LastError, w.UpdatedAt = to, msg, s.clock.Now()
+		if err := tx.UpdateWorkspace(ctx, w); err != nil {
+			return err
+		}
+		_, err = tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
+			Action: "box." + to, TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
+			Detail: map[string]any{"generation": gen, "reason": msg},
+		}, "ok"))
+		return err
+	})
+	if err != nil {
+		s.log.Error("set box status", "workspace_id", wsID, "to", to, "err", err)
+		return
+	}
+	s.events.Publish(Event{OrgID: orgID, Type: "box." + to, WorkspaceID: wsID, Status: to, Reason: msg})
+}
+
+// ErrPlatformStop is returned when an automatic path tries to stop the
+// platform workspace's box. It never happens by design; the guard makes
+// sure of it.
+var ErrPlatformStop = errors.New("refusing to stop the platform workspace's box automatically: only an explicit admin restart may")
+
+// terminate is the one place that stops a box. explicit is true only for an
+// admin's explicit, audited action; an automatic path can never stop the
+// platform workspace's box.
+func (s *Service) terminate(ctx context.Context, w store.Workspace, h provision.Handle, explicit bool) error {
+	if w.Kind == store.KindPlatform && !explicit {
+		s.log.Error("blocked an automatic stop of the platform workspace", "workspace_id", w.ID)
+		return ErrPlatformStop
+	}
+	prov := s.provs[h.Runtime]
+	if prov == nil {
+		prov = s.provs[w.Runtime]
+	}
+	if prov == nil {
+		return fmt.Errorf("runtime %s is not enabled on this control plane", w.Runtime)
+	}
+	if err := prov.Stop(ctx, h); err != nil {
+		return fmt.Errorf("stop box of %s: %w", w.ID, err)
+	}
+	return nil
+}
+
+// currentHandle decodes a workspace's box handle; ok is false when it has none.
+func currentHandle(w store.Workspace) (provision.Handle, bool) {
+	if w.Box == "" {
+		return provision.Handle{}, false
+	}
+	var h provision.Handle
+	if err := json.Unmarshal([]byte(w.Box), &h); err != nil {
+		return provision.Handle{}, false
+	}
+	return h, true
+}
+
+// stopCurrent stops a workspace's current box, if it has one.
+func (s *Service) stopCurrent(ctx context.Context, w store.Workspace, explicit bool) error {
+	h, ok := currentHandle(w)
+	if !ok {
+		return nil
+	}
+	if w.Kind == store.KindPlatform && !explicit {
+		return ErrPlatformStop
+	}
+	s.unwatch(w.ID)
+	return s.terminate(ctx, w, h, explicit)
+}

@@ -1,0 +1,61 @@
+package core
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are orgplane's Prometheus metrics.
+type Metrics struct {
+	Registry         *prometheus.Registry
+	Decisions        *prometheus.CounterVec   // reason, action
+	Restarts         *prometheus.CounterVec   // outcome
+	RestartDuration  prometheus.Histogram     // seconds, claim to healthy
+	PropagationLag   prometheus.Histogram     // seconds, write to healthy box
+	BoxFailures      *prometheus.CounterVec   // cause
+	Provisions       *prometheus.CounterVec   // runtime, outcome
+	ProvisionLatency *prometheus.HistogramVec // runtime
+	StaleWorkspaces  prometheus.Gauge
+	RestartsInFlight prometheus.Gauge
+}
+
+// NewMetrics registers orgplane's metrics on a fresh registry.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orgplane_propagation_decisions_total", Help: "Propagation decisions by reason code and action.",
+		}, []string{"reason", "action"}),
+		Restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orgplane_restarts_total", Help: "Restart jobs finished, by outcome.",
+		}, []string{"outcome"}),
+		RestartDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "orgplane_restart_duration_seconds", Help: "Time from a restart's start to its new box healthy.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
+		}),
+		PropagationLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "orgplane_propagation_lag_seconds", Help: "Time from a secret write to the affected box healthy with it.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 2, 12),
+		}),
+		BoxFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orgplane_box_failures_total", Help: "Boxes that failed, by cause.",
+		}, []string{"cause"}),
+		Provisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orgplane_provisions_total", Help: "Box provisions by runtime and outcome.",
+		}, []string{"runtime", "outcome"}),
+		ProvisionLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "orgplane_provision_seconds", Help: "Time from provision to healthy.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
+		}, []string{"runtime"}),
+		StaleWorkspaces: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orgplane_stale_workspaces", Help: "Workspaces whose box runs with an env other than the current one (refreshed periodically).",
+		}),
+		RestartsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orgplane_restarts_in_flight", Help: "Restarts this replica is executing.",
+		}),
+	}
+	reg.MustRegister(m.Decisions, m.Restarts, m.RestartDuration, m.PropagationLag, m.BoxFailures,
+		m.Provisions, m.ProvisionLatency, m.RestartsInFlight, m.StaleWorkspaces,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}

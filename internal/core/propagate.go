@@ -1,0 +1,188 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/propagation"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// Plan is the decisions of one secret change and the job rows that record
+// them.
+type Plan struct {
+	ChangeID  string
+	Decisions []propagation.Decision
+	jobs      []store.RestartJob
+}
+
+// Summary counts the plan's decisions by reason (for the audit entry).
+func (p Plan) Summary() map[string]int {
+	out := map[string]int{}
+	for _, d := range p.Decisions {
+		out[d.Reason]++
+	}
+	return out
+}
+
+func (s *Service) limits() propagation.Limits {
+	return propagation.Limits{MaxAutoRestarts: s.cfg.LoopMax}
+}
+
+func targetOf(f store.PropagationFacts) propagation.Target {
+	return propagation.Target{
+		WorkspaceID: f.WorkspaceID, Known: true, Kind: f.Kind, Runtime: f.Runtime, Status: f.Status,
+		RestartPolicy: f.RestartPolicy, Protected: f.Protected, Overrides: f.OverridesKey,
+		RecentAutoRestarts: f.RecentAutoRestarts, LoopBroken: f.LoopBroken, PendingRestart: f.PendingJobID != "",
+	}
+}
+
+// planChange decides, for every workspace the change could affect, what
+// happens to its box. It reads only: applyPlan writes.
+func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Principal, ch Change) (Plan, error) {
+	plan := Plan{ChangeID: ids.New("c")}
+	caller := propagation.Caller{Workspace: p.CallerWorkspace()}
+	since := s.clock.Now().Add(-s.cfg.LoopWindow)
+	var facts []store.PropagationFacts
+	var unknown []string
+	if ch.WorkspaceID == "" {
+		all, err := tx.ListPropagationFacts(ctx, ch.OrgID, ch.Key, since)
+		if err != nil {
+			return Plan{}, err
+		}
+		facts = all
+		// The affected-set query leaves the platform workspace out; its
+		// decision is still reported, and the rules skip it again.
+		pw, err := tx.GetPlatformWorkspace(ctx, ch.OrgID)
+		if err != nil {
+			return Plan{}, err
+		}
+		f, err := tx.GetPropagationFacts(ctx, ch.OrgID, pw.ID, ch.Key, since)
+		if err != nil {
+			unknown = append(unknown, pw.ID)
+		} else {
+			facts = append([]store.PropagationFacts{f}, facts...)
+		}
+	} else {
+		f, err := tx.GetPropagationFacts(ctx, ch.OrgID, ch.WorkspaceID, ch.Key, since)
+		if err != nil {
+			if errors.Is(err, store.ErrUnavailable) {
+				return Plan{}, err
+			}
+			unknown = append(unknown, ch.WorkspaceID)
+		} else {
+			f.OverridesKey = false // its own key: nothing overrides it
+			facts = []store.PropagationFacts{f}
+		}
+	}
+	// Same bytes again: no effective env changes. A global delete of a key
+	// every workspace overrides is handled by Overrides.
+	unchanged := !ch.Delete && ch.OldMAC != "" && ch.OldMAC == ch.NewMAC
+	var globalMAC string
+	if ch.WorkspaceID != "" {
+		// A workspace write that only replaces the global value by the same
+		// bytes (or a delete that uncovers the same global value) changes nothing.
+		if g, err := tx.GetSecret(ctx, ch.OrgID, "", ch.Key); err == nil {
+			globalMAC = g.ValueMAC
+		}
+	}
+	now := s.clock.Now()
+	for _, id := range unknown {
+		plan.Decisions = append(plan.Decisions, propagation.Decide(propagation.Target{WorkspaceID: id}, caller, s.limits()))
+	}
+	for _, f := range facts {
+		t := targetOf(f)
+		switch {
+		case ch.WorkspaceID != "" && ch.Delete:
+			t.Unchanged = globalMAC != "" && globalMAC == ch.OldMAC
+		case ch.WorkspaceID != "" && ch.OldMAC == "":
+			t.Unchanged = globalMAC != "" && globalMAC == ch.NewMAC
+		default:
+			t.Unchanged = unchanged
+		}
+		d := propagation.Decide(t, caller, s.limits())
+		plan.Decisions = append(plan.Decisions, d)
+		job := store.RestartJob{
+			ID: ids.New("j"), OrgID: ch.OrgID, WorkspaceID: d.WorkspaceID, Automatic: true, Reason: d.Reason,
+			ChangeID: plan.ChangeID, CallerWorkspaceID: caller.Workspace, RequestedBy: p.TokenID,
+			MaxAttempts: s.cfg.MaxProvisionRetries, CreatedAt: now, UpdatedAt: now, FinishedAt: now,
+		}
+		switch d.Reason {
+		case propagation.ReasonRestartQueued:
+			job.State, job.FinishedAt = store.JobPending, time.Time{}
+			job.RunAfter = now.Add(s.cfg.CoalesceWindow + s.jitter())
+		case propagation.ReasonCoalesced:
+			job.State, job.Note = store.JobSuperseded, "merged into pending job "+f.PendingJobID
+		default:
+			job.State = store.JobSkipped
+		}
+		plan.jobs = append(plan.jobs, job)
+	}
+	for _, id := range unknown {
+		plan.jobs = append(plan.jobs, store.RestartJob{
+			ID: ids.New("j"), OrgID: ch.OrgID, WorkspaceID: id, Automatic: true, State: store.JobSkipped,
+			Reason: propagation.ReasonKindUnknown, ChangeID: plan.ChangeID, CallerWorkspaceID: caller.Workspace,
+			RequestedBy: p.TokenID, MaxAttempts: s.cfg.MaxProvisionRetries, CreatedAt: now, UpdatedAt: now, FinishedAt: now,
+		})
+	}
+	return plan, nil
+}
+
+func (s *Service) jitter() time.Duration {
+	if s.cfg.Jitter <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(s.cfg.Jitter)))
+}
+
+// applyPlan records the plan's jobs in the change's transaction: the
+// outbox. A crash after commit loses no restart; one before loses the
+// change with it.
+func (s *Service) applyPlan(ctx context.Context, tx store.Store, p auth.Principal, plan Plan) error {
+	if len(plan.jobs) == 0 {
+		return nil
+	}
+	if err := tx.InsertJobs(ctx, plan.jobs); err != nil {
+		return err
+	}
+	for _, j := range plan.jobs {
+		if j.Reason == propagation.ReasonLoopBreaker {
+			w, err := tx.GetWorkspaceForUpdate(ctx, j.OrgID, j.WorkspaceID)
+			if err != nil {
+				return err
+			}
+			if !w.LoopBroken {
+				w.LoopBroken = true
+				if err := tx.UpdateWorkspace(ctx, w); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// afterPlan counts the decisions and wakes the workers once the change
+// has committed.
+func (s *Service) afterPlan(ds []propagation.Decision) {
+	queued := false
+	for _, d := range ds {
+		s.metrics.Decisions.WithLabelValues(d.Reason, d.Action).Inc()
+		queued = queued || d.Reason == propagation.ReasonRestartQueued
+	}
+	if queued {
+		s.kick()
+	}
+}
+
+// kick wakes a job worker without blocking.
+func (s *Service) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,284 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/client"
+	"github.com/orgplane/orgplane/internal/core"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+func (s *Server) boxRoutes(r chi.Router) {
+	r.Post("/workspaces/{id}/restart", s.restartWorkspace)
+	r.Post("/workspaces/{id}/pause", s.pauseWorkspace)
+	r.Post("/workspaces/{id}/resume", s.resumeWorkspace)
+	r.Get("/workspaces/{id}/restarts", s.listRestarts)
+	r.Post("/workspaces/{id}/heartbeat", s.heartbeat)
+	r.Get("/workspaces/{id}/logs", s.logs)
+	r.Get("/restarts/{id}", s.getRestart)
+
+	r.Get("/workspaces/{id}/secrets", s.listWorkspaceSecrets)
+	r.Get("/workspaces/{id}/secrets/values", s.secretValues)
+	r.Put("/workspaces/{id}/secrets/{key}", s.putWorkspaceSecret)
+	r.Delete("/workspaces/{id}/secrets/{key}", s.deleteWorkspaceSecret)
+	r.Get("/secrets", s.listGlobalSecrets)
+	r.Put("/secrets/{key}", s.putGlobalSecret)
+	r.Delete("/secrets/{key}", s.deleteGlobalSecret)
+
+	r.Get("/events", s.eventsStream)
+}
+
+// JobJSON converts a restart job to its API shape.
+func JobJSON(j store.RestartJob) client.RestartJob {
+	return client.RestartJob{
+		ID: j.ID, OrgID: j.OrgID, WorkspaceID: j.WorkspaceID, Automatic: j.Automatic, State: j.State,
+		Reason: j.Reason, RequestedReason: j.Note, Attempts: j.Attempts, MaxAttempts: j.MaxAttempts,
+		Generation: j.Generation, Error: j.Error, ChangeID: j.ChangeID, CreatedAt: j.CreatedAt,
+		UpdatedAt: j.UpdatedAt, StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
+	}
+}
+
+type restartBody struct {
+	Reason string `json:"reason"`
+}
+
+func (s *Server) restartWorkspace(w http.ResponseWriter, r *http.Request) {
+	var in restartBody
+	if r.ContentLength != 0 {
+		if err := decode(w, r, &in); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	j, err := s.svc.RestartWorkspace(ctx(r), chi.URLParam(r, "id"), in.Reason)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]client.RestartJob{"job": JobJSON(j)})
+}
+
+func (s *Server) pauseWorkspace(w http.ResponseWriter, r *http.Request) {
+	ws, err := s.svc.PauseWorkspace(ctx(r), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, WorkspaceJSON(ws))
+}
+
+func (s *Server) resumeWorkspace(w http.ResponseWriter, r *http.Request) {
+	ws, err := s.svc.ResumeWorkspace(ctx(r), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, WorkspaceJSON(ws))
+}
+
+func (s *Server) listRestarts(w http.ResponseWriter, r *http.Request) {
+	limit, err := intQuery(r, "limit")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list, err := s.svc.ListRestarts(ctx(r), chi.URLParam(r, "id"), int(limit))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]client.RestartJob, len(list))
+	for i, j := range list {
+		out[i] = JobJSON(j)
+	}
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) getRestart(w http.ResponseWriter, r *http.Request) {
+	j, err := s.svc.GetRestart(ctx(r), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, JobJSON(j))
+}
+
+type heartbeatBody struct {
+	Generation  int64  `json:"generation"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Status      string `json:"status,omitempty"`
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
+	var in heartbeatBody
+	if err := decode(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ws, err := s.svc.Heartbeat(ctx(r), chi.URLParam(r, "id"), in.Generation, in.Fingerprint)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, WorkspaceJSON(ws))
+}
+
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	tail, err := intQuery(r, "tail")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	b, err := s.svc.Logs(ctx(r), chi.URLParam(r, "id"), int(tail))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(b)
+}
+
+func secretsJSON(list []core.SecretMeta) []client.SecretMeta {
+	out := make([]client.SecretMeta, len(list))
+	for i, m := range list {
+		out[i] = client.SecretMeta{Key: m.Key, Scope: m.Scope(), WorkspaceID: m.WorkspaceID,
+			OverridesGlobal: m.OverridesGlobal, Version: m.Version, UpdatedAt: m.UpdatedAt}
+	}
+	return out
+}
+
+func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request, wsID string) {
+	list, err := s.svc.ListSecrets(ctx(r), wsID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, secretsJSON(list))
+}
+
+func (s *Server) listWorkspaceSecrets(w http.ResponseWriter, r *http.Request) {
+	s.listSecrets(w, r, chi.URLParam(r, "id"))
+}
+
+func (s *Server) listGlobalSecrets(w http.ResponseWriter, r *http.Request) {
+	s.listSecrets(w, r, "")
+}
+
+func (s *Server) secretValues(w http.ResponseWriter, r *http.Request) {
+	env, err := s.svc.SecretValues(ctx(r), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, env)
+}
+
+type secretBody struct {
+	Value *string `json:"value"`
+}
+
+func writeResult(out core.SecretWrite) client.SecretWrite {
+	res := client.SecretWrite{Key: out.Key, Scope: out.Scope, Version: out.Version, DryRun: out.DryRun,
+		Decisions: make([]client.Decision, len(out.Decisions))}
+	for i, d := range out.Decisions {
+		res.Decisions[i] = client.Decision{WorkspaceID: d.WorkspaceID, Action: d.Action, Reason: d.Reason}
+	}
+	return res
+}
+
+func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, wsID string) {
+	dry, err := boolQuery(r, "dry_run")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var in secretBody
+	if err := decode(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if in.Value == nil {
+		s.fail(w, r, core.Invalid("missing_field", "value is required (a string)"))
+		return
+	}
+	out, err := s.svc.SetSecret(ctx(r), wsID, chi.URLParam(r, "key"), *in.Value, dry)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, writeResult(out))
+}
+
+func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, wsID string) {
+	dry, err := boolQuery(r, "dry_run")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out, err := s.svc.DeleteSecret(ctx(r), wsID, chi.URLParam(r, "key"), dry)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, writeResult(out))
+}
+
+func (s *Server) putWorkspaceSecret(w http.ResponseWriter, r *http.Request) {
+	s.putSecret(w, r, chi.URLParam(r, "id"))
+}
+func (s *Server) deleteWorkspaceSecret(w http.ResponseWriter, r *http.Request) {
+	s.deleteSecret(w, r, chi.URLParam(r, "id"))
+}
+func (s *Server) putGlobalSecret(w http.ResponseWriter, r *http.Request) { s.putSecret(w, r, "") }
+func (s *Server) deleteGlobalSecret(w http.ResponseWriter, r *http.Request) {
+	s.deleteSecret(w, r, "")
+}
+
+// eventsStream serves the org's changes as Server-Sent Events. A workspace
+// token sees only its own workspace's events.
+func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request) {
+	p, _ := auth.FromContext(r.Context())
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		s.fail(w, r, fmt.Errorf("streaming unsupported"))
+		return
+	}
+	ch, cancel := s.svc.Events().Subscribe(p.OrgID)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(200)
+	fmt.Fprint(w, ": orgplane events\n\n")
+	fl.Flush()
+	keep := time.NewTicker(15 * time.Second)
+	defer keep.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-keep.C:
+			fmt.Fprint(w, ": keep-alive\n\n")
+			fl.Flush()
+		case ev, ok := <-ch:
+			if !ok {
+				return
+			}
+			if p.Kind == auth.KindWorkspace && ev.WorkspaceID != p.WorkspaceID {
+				continue
+			}
+			b, _ := json.Marshal(ev)
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
+			fl.Flush()
+		}
+	}
+}
+

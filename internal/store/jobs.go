@@ -1,0 +1,259 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+const jobCols = `id, org_id, workspace_id, automatic, state, reason, note, change_id, caller_workspace_id, requested_by,
+	attempts, max_attempts, generation, run_after, lease_owner, lease_until, error, created_at, updated_at, started_at, finished_at`
+
+const jobColCount = 21
+
+func jobArgs(j RestartJob) []any {
+	return []any{j.ID, j.OrgID, j.WorkspaceID, b2i(j.Automatic), j.State, j.Reason, j.Note, j.ChangeID,
+		j.CallerWorkspaceID, j.RequestedBy, j.Attempts, j.MaxAttempts, j.Generation, toMicros(j.RunAfter),
+		j.LeaseOwner, toMicros(j.LeaseUntil), j.Error, toMicros(j.CreatedAt), toMicros(j.UpdatedAt),
+		toMicros(j.StartedAt), toMicros(j.FinishedAt)}
+}
+
+func scanJob(sc scanner) (RestartJob, error) {
+	var j RestartJob
+	var auto int
+	var runAfter, lease, created, updated, started, finished int64
+	err := sc.Scan(&j.ID, &j.OrgID, &j.WorkspaceID, &auto, &j.State, &j.Reason, &j.Note, &j.ChangeID,
+		&j.CallerWorkspaceID, &j.RequestedBy, &j.Attempts, &j.MaxAttempts, &j.Generation, &runAfter,
+		&j.LeaseOwner, &lease, &j.Error, &created, &updated, &started, &finished)
+	if err != nil {
+		return RestartJob{}, mapErr(err)
+	}
+	j.Automatic = auto != 0
+	j.RunAfter, j.LeaseUntil = fromMicros(runAfter), fromMicros(lease)
+	j.CreatedAt, j.UpdatedAt, j.StartedAt, j.FinishedAt = fromMicros(created), fromMicros(updated), fromMicros(started), fromMicros(finished)
+	return j, nil
+}
+
+// insertBatch is the rows per multi-row INSERT: well under SQLite's limit
+// of bound parameters.
+const insertBatch = 200
+
+// InsertJobs inserts jobs with multi-row INSERTs.
+func (s *sqlStore) InsertJobs(ctx context.Context, jobs []RestartJob) error {
+	for start := 0; start < len(jobs); start += insertBatch {
+		end := min(start+insertBatch, len(jobs))
+		var b strings.Builder
+		b.WriteString(`INSERT INTO restart_jobs (` + jobCols + `) VALUES `)
+		args := make([]any, 0, (end-start)*jobColCount)
+		for i, j := range jobs[start:end] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(")
+			for c := 0; c < jobColCount; c++ {
+				if c > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(&b, "$%d", i*jobColCount+c+1)
+			}
+			b.WriteString(")")
+			args = append(args, jobArgs(j)...)
+		}
+		if _, err := s.w.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("insert jobs: %w", mapErr(err))
+		}
+	}
+	return nil
+}
+
+func (s *sqlStore) GetJob(ctx context.Context, orgID, id string) (RestartJob, error) {
+	return scanJob(s.r.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE org_id = $1 AND id = $2`, orgID, id))
+}
+
+func (s *sqlStore) GetPendingJob(ctx context.Context, workspaceID string) (RestartJob, error) {
+	return scanJob(s.r.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE workspace_id = $1 AND state = 'pending'`, workspaceID))
+}
+
+func (s *sqlStore) queryJobs(ctx context.Context, q string, args ...any) ([]RestartJob, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", mapErr(err))
+	}
+	defer rows.Close()
+	out := []RestartJob{}
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		out = append(out, j)
+	}
+	return out, mapErr(rows.Err())
+}
+
+func (s *sqlStore) ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	return s.queryJobs(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE org_id = $1 AND ($2 = '' OR workspace_id = $2)
+		ORDER BY created_at DESC, id DESC LIMIT $3`, orgID, workspaceID, limit)
+}
+
+func (s *sqlStore) ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error) {
+	return s.queryJobs(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE org_id = $1 AND change_id = $2 ORDER BY id`, orgID, changeID)
+}
+
+func (s *sqlStore) UpdateJob(ctx context.Context, j RestartJob) error {
+	err := affected(s.w.ExecContext(ctx, `UPDATE restart_jobs SET state = $3, reason = $4, note = $5, attempts = $6,
+		generation = $7, run_after = $8, lease_owner = $9, lease_until = $10, error = $11, updated_at = $12,
+		started_at = $13, finished_at = $14 WHERE org_id = $1 AND id = $2`,
+		j.OrgID, j.ID, j.State, j.Reason, j.Note, j.Attempts, j.Generation, toMicros(j.RunAfter), j.LeaseOwner,
+		toMicros(j.LeaseUntil), j.Error, toMicros(j.UpdatedAt), toMicros(j.StartedAt), toMicros(j.FinishedAt)))
+	if err != nil {
+		return fmt.Errorf("update job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// ClaimJob takes the next runnable job under the governor's caps: a pending
+// job whose time has come, or a running one whose owner's lease expired (a
+// crashed replica). It returns ErrNotFound when there is none or a cap is
+// reached.
+func (s *sqlStore) ClaimJob(ctx context.Context, owner string, now, leaseUntil time.Time, lim ClaimLimits) (RestartJob, error) {
+	var out RestartJob
+	err := s.InTx(ctx, func(txs Store) error {
+		tx := txs.(*sqlStore)
+		if tx.dialect == Postgres {
+			// Counting then claiming must be atomic across replicas, or two
+			// could each see room under a cap and both claim.
+			if _, err := tx.w.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7250158)`); err != nil {
+				return mapErr(err)
+			}
+		}
+		nowUS := toMicros(now)
+		var running int
+		if err := tx.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM restart_jobs WHERE state = 'running' AND lease_until >= $1`,
+			nowUS).Scan(&running); err != nil {
+			return mapErr(err)
+		}
+		if lim.MaxRunning > 0 && running >= lim.MaxRunning {
+			return ErrNotFound
+		}
+		perOrg := lim.MaxRunningPerOrg
+		if perOrg <= 0 {
+			perOrg = 1 << 30
+		}
+		skipLocked := ""
+		if tx.dialect == Postgres {
+			skipLocked = " FOR UPDATE SKIP LOCKED"
+		}
+		j, err := scanJob(tx.w.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs j
+			WHERE ((j.state = 'pending' AND j.run_after <= $1) OR (j.state = 'running' AND j.lease_until < $1))
+			  AND NOT EXISTS (SELECT 1 FROM restart_jobs r WHERE r.workspace_id = j.workspace_id AND r.state = 'running' AND r.id <> j.id)
+			  AND (SELECT COUNT(*) FROM restart_jobs r WHERE r.org_id = j.org_id AND r.state = 'running' AND r.lease_until >= $1) < $2
+			ORDER BY j.run_after, j.id LIMIT 1`+skipLocked, nowUS, perOrg))
+		if err != nil {
+			return err
+		}
+		j.State, j.LeaseOwner, j.LeaseUntil, j.UpdatedAt = JobRunning, owner, leaseUntil, now
+		j.Attempts++
+		if j.StartedAt.IsZero() {
+			j.StartedAt = now
+		}
+		if err := tx.UpdateJob(ctx, j); err != nil {
+			return err
+		}
+		out = j
+		return nil
+	})
+	return out, err
+}
+
+// RenewLease extends a running job's lease if owner still holds it.
+func (s *sqlStore) RenewLease(ctx context.Context, id, owner string, until time.Time) error {
+	err := affected(s.w.ExecContext(ctx, `UPDATE restart_jobs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'`,
+		id, owner, toMicros(until)))
+	if err != nil {
+		return fmt.Errorf("renew lease of job %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) CountRecentAutoRestarts(ctx context.Context, workspaceID string, since time.Time) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM restart_jobs WHERE workspace_id = $1 AND automatic = 1
+		AND state IN ('running', 'succeeded', 'failed') AND started_at >= $2`, workspaceID, toMicros(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count restarts: %w", mapErr(err))
+	}
+	return n, nil
+}
+
+func (s *sqlStore) CountJobsByState(ctx context.Context) (map[string]int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM restart_jobs GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", mapErr(err))
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, mapErr(err)
+		}
+		out[st] = n
+	}
+	return out, mapErr(rows.Err())
+}
+
+const factsSelect = `SELECT w.id, w.kind, w.runtime, w.status, w.restart_policy, w.protected, w.loop_broken,
+	CASE WHEN EXISTS (SELECT 1 FROM secrets s WHERE s.org_id = w.org_id AND s.workspace_id = w.id AND s.key = $2) THEN 1 ELSE 0 END,
+	COALESCE((SELECT j.id FROM restart_jobs j WHERE j.workspace_id = w.id AND j.state = 'pending'), ''),
+	(SELECT COUNT(*) FROM restart_jobs j WHERE j.workspace_id = w.id AND j.automatic = 1
+		AND j.state IN ('running', 'succeeded', 'failed') AND j.started_at >= $3)
+	FROM workspaces w`
+
+func scanFacts(sc scanner) (PropagationFacts, error) {
+	var f PropagationFacts
+	var protected, broken, overrides int
+	if err := sc.Scan(&f.WorkspaceID, &f.Kind, &f.Runtime, &f.Status, &f.RestartPolicy, &protected, &broken,
+		&overrides, &f.PendingJobID, &f.RecentAutoRestarts); err != nil {
+		return PropagationFacts{}, mapErr(err)
+	}
+	f.Protected, f.LoopBroken, f.OverridesKey = protected != 0, broken != 0, overrides != 0
+	return f, nil
+}
+
+// ListPropagationFacts is the affected set of a global change, in one
+// query: every live workspace of the org except the platform workspace.
+func (s *sqlStore) ListPropagationFacts(ctx context.Context, orgID, key string, since time.Time) ([]PropagationFacts, error) {
+	rows, err := s.w.QueryContext(ctx, factsSelect+` WHERE w.org_id = $1 AND w.kind <> 'platform' AND w.status <> 'removed' ORDER BY w.id`,
+		orgID, key, toMicros(since))
+	if err != nil {
+		return nil, fmt.Errorf("list propagation facts: %w", mapErr(err))
+	}
+	defer rows.Close()
+	var out []PropagationFacts
+	for rows.Next() {
+		f, err := scanFacts(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list propagation facts: %w", err)
+		}
+		out = append(out, f)
+	}
+	return out, mapErr(rows.Err())
+}
+
+// GetPropagationFacts reads one workspace's facts.
+func (s *sqlStore) GetPropagationFacts(ctx context.Context, orgID, workspaceID, key string, since time.Time) (PropagationFacts, error) {
+	return scanFacts(s.w.QueryRowContext(ctx, factsSelect+` WHERE w.org_id = $1 AND w.id = $4`, orgID, key, toMicros(since), workspaceID))
+}
+
+// ListActiveWorkspaces lists, across orgs, the workspaces that should have
+// a box: those provisioning, running or degraded.
+func (s *sqlStore) ListActiveWorkspaces(ctx context.Context) ([]Workspace, error) {
+	return s.queryWorkspaces(ctx, `SELECT `+workspaceCols+` FROM workspaces
+		WHERE status IN ('provisioning', 'running', 'degraded') ORDER BY id`)
+}
