@@ -20,7 +20,9 @@ type NewOrg struct {
 
 // CreateOrg creates an org, its platform workspace and a first admin token
 // in one transaction. It is an operator action on the store (no caller
-// principal): `orgplane org create` and `orgplane up` use it.
+// principal): `orgplane org create` and `orgplane up` use it. The platform
+// workspace is created provisioning: a running control plane starts its box
+// (the reference agent, home of the org's concierge).
 func (s *Service) CreateOrg(ctx context.Context, name string) (NewOrg, error) {
 	if err := validName("org name", name); err != nil {
 		return NewOrg{}, err

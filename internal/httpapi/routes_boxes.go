@@ -281,4 +281,3 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-
