@@ -5,7 +5,9 @@
 // CREATEDB); otherwise pgtest starts a throwaway cluster from the machine's
 // PostgreSQL binaries (initdb and postgres, found through pg_config --bindir,
 // PATH, or the usual install folders), listening only on a unix socket in a
-// fresh temporary folder, tuned for speed rather than durability.
+// fresh folder (on /dev/shm when that is a roomy tmpfs, else in TMPDIR),
+// tuned for speed rather than durability. Running as root, PostgreSQL runs
+// as the postgres system user, since initdb refuses root.
 //
 // Where PostgreSQL is unavailable the tests that need it are skipped, unless
 // ORGPLANE_TEST_REQUIRE_POSTGRES=1 (set it in CI), which fails them instead.
@@ -26,7 +28,8 @@
 //
 // Without that, the local cluster still dies with the test binary (on Linux),
 // and the next run removes its folder; a shared server keeps the template
-// databases (named tpl_*) until they are dropped by hand.
+// databases (named tpl_*) until they are dropped by hand; and goleak, if
+// used, reports the goroutine that watches the cluster.
 package pgtest
 
 import (
@@ -179,8 +182,8 @@ func URL(t testing.TB) string {
 // Template returns the DSN of a fresh database for this test, cloned from a
 // template database that migrate brought up to date. The template is built
 // once per name per test binary, so each test pays for a file copy rather
-// than for the migrations. migrate must close its connections before
-// returning (any left open are terminated). If migrate fails, every test
+// than for the migrations. migrate should close its connections; any it
+// leaves open are terminated before cloning. If migrate fails, every test
 // asking for that template fails with its error.
 func Template(t testing.TB, name string, migrate func(dsn string) error) string {
 	t.Helper()

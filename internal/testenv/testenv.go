@@ -1,0 +1,147 @@
+// Package testenv starts an in-process control plane for tests: a real
+// store (SQLite in a temp dir, or a throwaway Postgres database), the
+// service layer, and the HTTP API on a loopback httptest server.
+package testenv
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/orgplane/orgplane/internal/client"
+	"github.com/orgplane/orgplane/internal/core"
+	"github.com/orgplane/orgplane/internal/crypto"
+	"github.com/orgplane/orgplane/internal/httpapi"
+	"github.com/orgplane/orgplane/internal/pgtest"
+	"github.com/orgplane/orgplane/internal/provision"
+	"github.com/orgplane/orgplane/internal/provision/fake"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// Options configure an Env.
+type Options struct {
+	// Postgres runs the store on a throwaway Postgres database (skips when
+	// none is available, unless ORGPLANE_TEST_REQUIRE_POSTGRES=1).
+	Postgres bool
+	// Runtime tunes boxes and restarts; tests usually shorten the windows.
+	Runtime core.RuntimeConfig
+	// Provisioners by runtime. Nil: a fake for "process" and "docker".
+	Provisioners map[string]provision.Provisioner
+	// Logger for the service (default: discarded).
+	Logger *slog.Logger
+	// MasterKey (default: a fresh one).
+	MasterKey []byte
+	// DBURL reuses an existing store (e.g. a second replica).
+	DBURL string
+}
+
+// Env is a running in-process control plane with one org.
+type Env struct {
+	T          testing.TB
+	Store      store.Store
+	Service    *core.Service
+	Server     *httptest.Server
+	URL        string
+	DBURL      string
+	MasterKey  []byte
+	Org        core.NewOrg
+	AdminToken string
+	Admin      *client.Client
+	Fake       *fake.Provisioner // when Provisioners was nil
+}
+
+// New starts an Env and stops it in t.Cleanup.
+func New(t testing.TB, opts Options) *Env {
+	t.Helper()
+	ctx := context.Background()
+	e := &Env{T: t, MasterKey: opts.MasterKey}
+	if e.MasterKey == nil {
+		k, err := crypto.GenerateMasterKey()
+		require.NoError(t, err)
+		e.MasterKey = k
+	}
+	switch {
+	case opts.DBURL != "":
+		e.DBURL = opts.DBURL
+	case opts.Postgres:
+		e.DBURL = pgtest.URL(t)
+	default:
+		e.DBURL = "sqlite:" + filepath.Join(t.TempDir(), "orgplane.db")
+	}
+	st, err := store.Open(ctx, e.DBURL)
+	require.NoError(t, err)
+	e.Store = st
+	keys, err := core.OpenKeyring(ctx, st, e.MasterKey)
+	require.NoError(t, err)
+	provs := opts.Provisioners
+	if provs == nil {
+		e.Fake = fake.New()
+		provs = map[string]provision.Provisioner{provision.RuntimeProcess: e.Fake, provision.RuntimeDocker: e.Fake}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	rt := opts.Runtime
+	if rt.AgentCommand == nil {
+		rt.AgentCommand = []string{"orgplane", "agent"}
+	}
+	// The server's URL is known only once it listens; boxes get it through
+	// the advertise URL, so start listening first.
+	srv := httptest.NewUnstartedServer(nil)
+	e.URL = "http://" + srv.Listener.Addr().String()
+	if rt.AdvertiseURL == "" {
+		rt.AdvertiseURL = e.URL
+	}
+	e.Service = core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt})
+	srv.Config.Handler = httpapi.New(e.Service, httpapi.Options{Logger: log,
+		Metrics: promhttp.HandlerFor(e.Service.Metrics().Registry, promhttp.HandlerOpts{})})
+	srv.Start()
+	e.Server = srv
+	require.NoError(t, e.Service.Start(ctx))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		e.Service.Close()
+		st.Close()
+	})
+	if opts.DBURL == "" {
+		e.Org, err = e.Service.CreateOrg(ctx, "acme")
+		require.NoError(t, err)
+		require.NoError(t, e.Service.StartPending(ctx, e.Org.Org.ID, e.Org.Platform.ID))
+		e.AdminToken = e.Org.Secret
+		e.Admin = client.New(e.URL, e.AdminToken)
+	}
+	return e
+}
+
+// NewOrg creates another org and returns it with an admin client.
+func (e *Env) NewOrg(name string) (core.NewOrg, *client.Client) {
+	e.T.Helper()
+	n, err := e.Service.CreateOrg(context.Background(), name)
+	require.NoError(e.T, err)
+	return n, client.New(e.URL, n.Secret)
+}
+
+// Client returns a client with the given token.
+func (e *Env) Client(token string) *client.Client { return client.New(e.URL, token) }
+
+// Eventually polls cond every 20ms until it holds or the timeout passes.
+func (e *Env) Eventually(timeout time.Duration, cond func() bool, msg string, args ...any) {
+	e.T.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.T.Fatalf("timed out after %s: "+msg, append([]any{timeout}, args...)...)
+}
