@@ -112,7 +112,19 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 func errorLine(err error) string {
 	var ce *client.Error
 	if errors.As(err, &ce) {
-		return fmt.Sprintf("%s (%d %s)", ce.Message, ce.Status, ce.Code)
+		return oneLine(fmt.Sprintf("%s (%d %s)", ce.Message, ce.Status, ce.Code))
 	}
-	return strings.ReplaceAll(err.Error(), "\n", " ")
+	return oneLine(err.Error())
+}
+
+// oneLine folds whitespace and drops control characters: a server's (or a
+// proxy's) text must neither span lines nor reach the terminal as escapes.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.Join(strings.Fields(s), " ")
 }

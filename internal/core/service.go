@@ -143,6 +143,9 @@ func New(st store.Store, opts Options) *Service {
 // Store returns the service's store (for operator commands and tests).
 func (s *Service) Store() store.Store { return s.store }
 
+// Keyring returns the service's key ring.
+func (s *Service) Keyring() *Keyring { return s.keys }
+
 // Events returns the bus of the org's changes.
 func (s *Service) Events() *Bus { return s.events }
 
