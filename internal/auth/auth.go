@@ -1,6 +1,6 @@
 // Package auth defines who is calling (the Principal) and the token format.
 //
-// A token is "op_<kind>_<id>_<secret>": kind is "admin" or "ws", id the
+// A token is "op_<kind>_<id>_<secret>": kind is "admin" or "workspace", id the
 // token's row id, secret 32 random bytes in base32. Only the SHA-256 of the
 // secret is stored; it is compared in constant time.
 package auth
@@ -78,13 +78,6 @@ var enc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(bas
 // ErrMalformed is returned for a string that is not a token.
 var ErrMalformed = errors.New("malformed token")
 
-func kindTag(kind string) string {
-	if kind == KindWorkspace {
-		return "ws"
-	}
-	return "admin"
-}
-
 // NewSecret returns a fresh token string for the token id and kind, and
 // the hash to store.
 func NewSecret(kind, id string) (token string, hash []byte) {
@@ -94,7 +87,7 @@ func NewSecret(kind, id string) (token string, hash []byte) {
 	}
 	secret := enc.EncodeToString(b[:])
 	sum := sha256.Sum256([]byte(secret))
-	return "op_" + kindTag(kind) + "_" + id + "_" + secret, sum[:]
+	return "op_" + kind + "_" + id + "_" + secret, sum[:]
 }
 
 // Parse splits a token string into its kind, id and secret.
@@ -106,7 +99,7 @@ func Parse(token string) (kind, id, secret string, err error) {
 	switch parts[1] {
 	case "admin":
 		kind = KindAdmin
-	case "ws":
+	case "workspace":
 		kind = KindWorkspace
 	default:
 		return "", "", "", ErrMalformed
