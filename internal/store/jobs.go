@@ -39,8 +39,16 @@ func scanJob(sc scanner) (RestartJob, error) {
 // of bound parameters.
 const insertBatch = 200
 
-// InsertJobs inserts jobs with multi-row INSERTs.
+// InsertJobs inserts jobs: on Postgres as one INSERT ... SELECT FROM
+// unnest of column arrays (a fan-out of 100,000 rows is one statement), on
+// SQLite with multi-row INSERTs.
 func (s *sqlStore) InsertJobs(ctx context.Context, jobs []RestartJob) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	if s.dialect == Postgres {
+		return s.insertJobsUnnest(ctx, jobs)
+	}
 	for start := 0; start < len(jobs); start += insertBatch {
 		end := min(start+insertBatch, len(jobs))
 		var b strings.Builder
@@ -50,19 +58,39 @@ func (s *sqlStore) InsertJobs(ctx context.Context, jobs []RestartJob) error {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString("(")
-			for c := 0; c < jobColCount; c++ {
-				if c > 0 {
-					b.WriteString(", ")
-				}
-				fmt.Fprintf(&b, "$%d", i*jobColCount+c+1)
-			}
-			b.WriteString(")")
+			// Plain ? placeholders: SQLite resolves each $N by a linear
+			// search of the names seen so far, quadratic in a multi-row insert.
+			b.WriteString("(?" + strings.Repeat(", ?", jobColCount-1) + ")")
 			args = append(args, jobArgs(j)...)
 		}
 		if _, err := s.w.ExecContext(ctx, b.String(), args...); err != nil {
 			return fmt.Errorf("insert jobs: %w", mapErr(err))
 		}
+	}
+	return nil
+}
+
+func (s *sqlStore) insertJobsUnnest(ctx context.Context, jobs []RestartJob) error {
+	n := len(jobs)
+	str := func() []string { return make([]string, n) }
+	i64 := func() []int64 { return make([]int64, n) }
+	id, org, ws, state, reason, note, change, caller, by, owner, errs := str(), str(), str(), str(), str(), str(), str(), str(), str(), str(), str()
+	auto, attempts, maxAttempts, gen, runAfter, lease, created, updated, started, finished := i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64()
+	for i, j := range jobs {
+		id[i], org[i], ws[i], state[i], reason[i], note[i] = j.ID, j.OrgID, j.WorkspaceID, j.State, j.Reason, j.Note
+		change[i], caller[i], by[i], owner[i], errs[i] = j.ChangeID, j.CallerWorkspaceID, j.RequestedBy, j.LeaseOwner, j.Error
+		auto[i], attempts[i], maxAttempts[i], gen[i] = int64(b2i(j.Automatic)), int64(j.Attempts), int64(j.MaxAttempts), j.Generation
+		runAfter[i], lease[i], created[i], updated[i] = toMicros(j.RunAfter), toMicros(j.LeaseUntil), toMicros(j.CreatedAt), toMicros(j.UpdatedAt)
+		started[i], finished[i] = toMicros(j.StartedAt), toMicros(j.FinishedAt)
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO restart_jobs (`+jobCols+`)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
+			$9::text[], $10::text[], $11::int[], $12::int[], $13::bigint[], $14::bigint[], $15::text[], $16::bigint[],
+			$17::text[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[])`,
+		id, org, ws, auto, state, reason, note, change, caller, by, attempts, maxAttempts, gen, runAfter, owner, lease,
+		errs, created, updated, started, finished)
+	if err != nil {
+		return fmt.Errorf("insert jobs: %w", mapErr(err))
 	}
 	return nil
 }
@@ -208,12 +236,16 @@ func (s *sqlStore) CountJobsByState(ctx context.Context) (map[string]int, error)
 	return out, mapErr(rows.Err())
 }
 
+// factsSelect reads the planner's facts with joins rather than per-row
+// subqueries: one pass over the org's workspaces, whatever their number.
 const factsSelect = `SELECT w.id, w.kind, w.runtime, w.status, w.restart_policy, w.protected, w.loop_broken,
-	CASE WHEN EXISTS (SELECT 1 FROM secrets s WHERE s.org_id = w.org_id AND s.workspace_id = w.id AND s.key = $2) THEN 1 ELSE 0 END,
-	COALESCE((SELECT j.id FROM restart_jobs j WHERE j.workspace_id = w.id AND j.state = 'pending'), ''),
-	(SELECT COUNT(*) FROM restart_jobs j WHERE j.workspace_id = w.id AND j.automatic = 1
-		AND j.state IN ('running', 'succeeded', 'failed') AND j.started_at >= $3)
-	FROM workspaces w`
+	CASE WHEN s.key IS NULL THEN 0 ELSE 1 END, COALESCE(p.id, ''), COALESCE(r.n, 0)
+	FROM workspaces w
+	LEFT JOIN secrets s ON s.org_id = w.org_id AND s.workspace_id = w.id AND s.key = $2
+	LEFT JOIN restart_jobs p ON p.workspace_id = w.id AND p.state = 'pending'
+	LEFT JOIN (SELECT workspace_id, COUNT(*) AS n FROM restart_jobs
+		WHERE org_id = $1 AND automatic = 1 AND started_at >= $3 AND state IN ('running', 'succeeded', 'failed')
+		GROUP BY workspace_id) r ON r.workspace_id = w.id`
 
 func scanFacts(sc scanner) (PropagationFacts, error) {
 	var f PropagationFacts

@@ -66,6 +66,10 @@ func (s *sqlStore) InTx(ctx context.Context, fn func(Store) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", mapErr(err))
 	}
+	// A panic (or t.FailNow) in fn must not leave the transaction open: on
+	// SQLite it would hold the only writer connection for good. After
+	// Commit this is a no-op.
+	defer tx.Rollback() //nolint:errcheck
 	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true}
 	if err := fn(txs); err != nil {
 		_ = tx.Rollback()

@@ -5,10 +5,14 @@ ALTER TABLE workspaces ADD COLUMN loop_broken INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workspaces ADD COLUMN box_token_id TEXT NOT NULL DEFAULT '';
 
 -- Restart jobs: the durable outbox of propagation, and explicit restarts.
+-- No foreign keys: a global fan-out inserts one row per workspace, and a
+-- per-row key check (a row lock on every workspace) would dominate it.
+-- Orgs and workspaces are never deleted (removal is a status), and jobs are
+-- only written by the service for ids it has just read.
 CREATE TABLE restart_jobs (
     id                  TEXT PRIMARY KEY,
-    org_id              TEXT NOT NULL REFERENCES orgs(id),
-    workspace_id        TEXT NOT NULL REFERENCES workspaces(id),
+    org_id              TEXT NOT NULL,
+    workspace_id        TEXT NOT NULL,
     automatic           INTEGER NOT NULL,
     state               TEXT NOT NULL CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'skipped', 'superseded')),
     reason              TEXT NOT NULL,
@@ -35,3 +39,5 @@ CREATE UNIQUE INDEX restart_jobs_one_pending ON restart_jobs (workspace_id) WHER
 -- the queue never runs two restarts of one workspace at once
 CREATE UNIQUE INDEX restart_jobs_one_running ON restart_jobs (workspace_id) WHERE state = 'running';
 CREATE INDEX workspaces_org_status ON workspaces (org_id, status);
+-- the loop breaker counts an org's recent automatic restarts
+CREATE INDEX restart_jobs_recent ON restart_jobs (org_id, started_at) WHERE automatic = 1;

@@ -1,0 +1,230 @@
+// Package bench holds the benchmarks whose figures docs/benchmarks.md
+// records: API latency, effective env, key rotation, propagation planning,
+// and real process boxes.
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/client"
+	"github.com/orgplane/orgplane/internal/core"
+	"github.com/orgplane/orgplane/internal/crypto"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/pgtest"
+	"github.com/orgplane/orgplane/internal/store"
+	"github.com/orgplane/orgplane/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Stop()
+	os.Exit(code)
+}
+
+// BenchmarkGetWorkspace: an authenticated GET /v1/workspaces/{id} over
+// loopback, SQLite store.
+func BenchmarkGetWorkspace(b *testing.B) {
+	e := testenv.New(b, testenv.Options{})
+	ctx := context.Background()
+	start := false
+	w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "w", Start: &start})
+	require.NoError(b, err)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := e.Admin.GetWorkspace(ctx, w.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEffectiveEnv200: effective env and fingerprint of a workspace
+// with 200 secrets (100 global, 100 its own, 50 of which override).
+func BenchmarkEffectiveEnv200(b *testing.B) {
+	e := testenv.New(b, testenv.Options{})
+	ctx := auth.WithPrincipal(context.Background(), auth.Principal{Kind: auth.KindAdmin, OrgID: e.Org.Org.ID})
+	start := false
+	w, err := e.Admin.CreateWorkspace(context.Background(), client.CreateWorkspace{Name: "w", Start: &start})
+	require.NoError(b, err)
+	for i := 0; i < 100; i++ {
+		_, err := e.Service.SetSecret(ctx, "", fmt.Sprintf("G_%03d", i), strings.Repeat("g", 64), false)
+		require.NoError(b, err)
+		key := fmt.Sprintf("W_%03d", i)
+		if i < 50 {
+			key = fmt.Sprintf("G_%03d", i)
+		}
+		_, err = e.Service.SetSecret(ctx, w.ID, key, strings.Repeat("w", 64), false)
+		require.NoError(b, err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		env, fp, err := e.Service.EffectiveEnv(context.Background(), e.Store, e.Org.Org.ID, w.ID)
+		if err != nil || len(env) != 150 || fp == "" {
+			b.Fatalf("env %d keys, err %v", len(env), err)
+		}
+	}
+}
+
+func openStore(b *testing.B, engine string) (store.Store, string) {
+	b.Helper()
+	var url string
+	if engine == "postgres" {
+		url = pgtest.URL(b)
+	} else {
+		url = "sqlite:" + b.TempDir() + "/orgplane.db"
+	}
+	st, err := store.Open(context.Background(), url)
+	require.NoError(b, err)
+	b.Cleanup(func() { st.Close() })
+	return st, url
+}
+
+// peakHeap samples the heap until stop is called and returns the peak.
+func peakHeap() (stop func() uint64) {
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var ms runtime.MemStats
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > peak.Load() {
+				peak.Store(ms.HeapAlloc)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 { close(done); <-finished; return peak.Load() }
+}
+
+// BenchmarkRotate: re-encrypt N secrets under a new data key, in batches;
+// reports the peak heap, which must not grow with N.
+func BenchmarkRotate(b *testing.B) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		for _, n := range []int{10_000, 100_000} {
+			b.Run(fmt.Sprintf("%s/%dk", engine, n/1000), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					st, _ := openStore(b, engine)
+					master, _ := crypto.GenerateMasterKey()
+					kr, err := core.OpenKeyring(context.Background(), st, master)
+					require.NoError(b, err)
+					svc := core.New(st, core.Options{Keys: kr})
+					org, err := svc.CreateOrg(context.Background(), "acme")
+					require.NoError(b, err)
+					now := time.Now().UTC()
+					for start := 0; start < n; start += 1000 {
+						err := st.InTx(context.Background(), func(tx store.Store) error {
+							for j := start; j < start+1000 && j < n; j++ {
+								sec, err := kr.Seal(store.Secret{OrgID: org.Org.ID, Key: fmt.Sprintf("K_%06d", j), Version: 1, CreatedAt: now, UpdatedAt: now}, "value-"+fmt.Sprint(j))
+								if err != nil {
+									return err
+								}
+								if err := tx.PutSecret(context.Background(), sec); err != nil {
+									return err
+								}
+							}
+							return nil
+						})
+						require.NoError(b, err)
+					}
+					runtime.GC()
+					stop := peakHeap()
+					b.StartTimer()
+					res, err := kr.RotateKeys(context.Background(), st, core.RotateOptions{BatchSize: 500, Settle: time.Nanosecond})
+					b.StopTimer()
+					peak := stop()
+					require.NoError(b, err)
+					require.EqualValues(b, n, res.Reencrypted)
+					b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
+					b.ReportMetric(float64(n), "secrets")
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkPlanGlobalChange: plan and enqueue one global change across N
+// running workspaces (decisions, outbox rows, audit), without executing.
+func BenchmarkPlanGlobalChange(b *testing.B) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		for _, n := range []int{10_000, 100_000} {
+			b.Run(fmt.Sprintf("%s/%dk", engine, n/1000), func(b *testing.B) {
+				st, url := openStore(b, engine)
+				master, _ := crypto.GenerateMasterKey()
+				kr, err := core.OpenKeyring(context.Background(), st, master)
+				require.NoError(b, err)
+				svc := core.New(st, core.Options{Keys: kr}) // no Start: nothing executes
+				org, err := svc.CreateOrg(context.Background(), "acme")
+				require.NoError(b, err)
+				now := time.Now().UTC()
+				for start := 0; start < n; start += 1000 {
+					err := st.InTx(context.Background(), func(tx store.Store) error {
+						for j := start; j < start+1000 && j < n; j++ {
+							w := store.Workspace{ID: ids.New("w"), OrgID: org.Org.ID, ParentID: org.Platform.ID,
+								Name: fmt.Sprintf("w%06d", j), Kind: store.KindWorkspace, Runtime: "process", Spec: "{}",
+								Status: "running", RestartPolicy: "auto", Generation: 1, CreatedAt: now, UpdatedAt: now}
+							if err := tx.InsertWorkspace(context.Background(), w); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+					require.NoError(b, err)
+				}
+				raw := rawDB(b, engine, url)
+				ctx := auth.WithPrincipal(context.Background(), auth.Principal{Kind: auth.KindAdmin, OrgID: org.Org.ID, TokenID: org.Token.ID})
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					res, err := svc.SetSecret(ctx, "", "API_KEY", fmt.Sprintf("value-%d", i), false)
+					b.StopTimer()
+					require.NoError(b, err)
+					require.Len(b, res.Decisions, n+1)
+					require.Equal(b, "restart_queued", res.Decisions[1].Reason)
+					_, err = raw.Exec(`DELETE FROM restart_jobs`)
+					require.NoError(b, err)
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(n), "workspaces")
+			})
+		}
+	}
+}
+
+func rawDB(b *testing.B, engine, url string) *sql.DB {
+	driver, dsn := "pgx", url
+	if engine == "sqlite" {
+		driver, dsn = "sqlite", "file:"+strings.TrimPrefix(url, "sqlite:")+"?_pragma=busy_timeout(10000)"
+	}
+	db, err := sql.Open(driver, dsn)
+	require.NoError(b, err)
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(p*float64(len(s)-1))]
+}
