@@ -216,6 +216,13 @@ func (s *Service) SecretValues(ctx context.Context, workspaceID string) (map[str
 	if p.Kind != auth.KindWorkspace {
 		return nil, Forbidden("secret values are readable only by the workspace's own token: humans write secrets, boxes read them")
 	}
+	// Deleting a workspace does not revoke its tokens (its box's, or ones an
+	// admin minted): a removed workspace is not found here, as it is for
+	// listing and writing its secrets (secretScope), so that such a token
+	// cannot keep reading the org's global values.
+	if w.Status == StatusRemoved {
+		return nil, NotFound("workspace", workspaceID)
+	}
 	env, _, err := s.EffectiveEnv(ctx, s.store, w.OrgID, w.ID)
 	return env, err
 }

@@ -62,7 +62,7 @@ func New(svc *core.Service, opts Options) *Server {
 		r.Handle("/metrics", s.metrics)
 	}
 	r.Route("/v1", func(r chi.Router) {
-		r.Use(s.authenticate)
+		r.Use(s.authenticate, dryRunOnlyOnSecrets)
 		s.routes(r)
 	})
 	if opts.Extra != nil {
@@ -273,6 +273,40 @@ func jsonType(kind string) string {
 		return "an object"
 	}
 	return kind
+}
+
+// noBody refuses a body on an endpoint that takes none: a body there is a
+// caller's mistake (perhaps a field it thinks is honoured), never ignored.
+func noBody(w http.ResponseWriter, r *http.Request) error {
+	if r.Body == nil {
+		return nil
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &core.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
+				Message: fmt.Sprintf("request body is over %d bytes", MaxBody)}
+		}
+		return core.BadRequest("read body: %v", err)
+	}
+	if len(bytes.TrimSpace(b)) > 0 {
+		return core.Invalid("unexpected_body", "%s %s takes no request body", r.Method, r.URL.Path)
+	}
+	return nil
+}
+
+// dryRunOnlyOnSecrets refuses ?dry_run on writes that cannot honour it:
+// silently carrying out a write the caller meant as a rehearsal would be
+// the worst answer.
+func dryRunOnlyOnSecrets(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.URL.Query()["dry_run"]; ok && r.Method != http.MethodGet && !strings.Contains(r.URL.Path, "/secrets/") {
+			writeError(w, core.Invalid("dry_run_unsupported", "dry_run is supported on secret writes (PUT/DELETE .../secrets/{key}); %s %s would really change things", r.Method, r.URL.Path))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // ctx is a shorthand for handlers.

@@ -122,6 +122,10 @@ func boolQuery(r *http.Request, name string) (bool, error) {
 }
 
 func (s *Server) deleteWorkspace(w http.ResponseWriter, r *http.Request) {
+	if err := noBody(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	cascade, err := boolQuery(r, "cascade")
 	if err != nil {
 		s.fail(w, r, err)
@@ -183,6 +187,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
+	if err := noBody(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.svc.RevokeToken(ctx(r), chi.URLParam(r, "id")); err != nil {
 		s.fail(w, r, err)
 		return

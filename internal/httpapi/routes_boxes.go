@@ -65,6 +65,10 @@ func (s *Server) restartWorkspace(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pauseWorkspace(w http.ResponseWriter, r *http.Request) {
+	if err := noBody(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	ws, err := s.svc.PauseWorkspace(ctx(r), chi.URLParam(r, "id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -74,6 +78,10 @@ func (s *Server) pauseWorkspace(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) resumeWorkspace(w http.ResponseWriter, r *http.Request) {
+	if err := noBody(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	ws, err := s.svc.ResumeWorkspace(ctx(r), chi.URLParam(r, "id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -218,6 +226,10 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, wsID string) 
 }
 
 func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, wsID string) {
+	if err := noBody(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	dry, err := boolQuery(r, "dry_run")
 	if err != nil {
 		s.fail(w, r, err)

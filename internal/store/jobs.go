@@ -289,3 +289,22 @@ func (s *sqlStore) ListActiveWorkspaces(ctx context.Context) ([]Workspace, error
 	return s.queryWorkspaces(ctx, `SELECT `+workspaceCols+` FROM workspaces
 		WHERE status IN ('provisioning', 'running', 'degraded') ORDER BY id`)
 }
+
+func (s *sqlStore) LockOrg(ctx context.Context, orgID string) error {
+	if s.dialect != Postgres || !s.inTx {
+		return nil
+	}
+	if _, err := s.w.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7250159, hashtext($1))`, orgID); err != nil {
+		return fmt.Errorf("lock org: %w", mapErr(err))
+	}
+	return nil
+}
+
+func (s *sqlStore) ExpireLeases(ctx context.Context) (int, error) {
+	res, err := s.w.ExecContext(ctx, `UPDATE restart_jobs SET lease_until = 0 WHERE state = 'running'`)
+	if err != nil {
+		return 0, fmt.Errorf("expire leases: %w", mapErr(err))
+	}
+	n, err := res.RowsAffected()
+	return int(n), mapErr(err)
+}

@@ -105,6 +105,14 @@ type Store interface {
 	ListPropagationFacts(ctx context.Context, orgID, key string, since time.Time) ([]PropagationFacts, error)
 	GetPropagationFacts(ctx context.Context, orgID, workspaceID, key string, since time.Time) (PropagationFacts, error)
 	ListActiveWorkspaces(ctx context.Context) ([]Workspace, error)
+	// LockOrg serializes, until the transaction ends, the writers that plan
+	// restarts for one org (Postgres: an advisory transaction lock; SQLite's
+	// immediate transaction already is the only writer). Outside InTx it
+	// does nothing.
+	LockOrg(ctx context.Context, orgID string) error
+	// ExpireLeases ends every running job's lease: for a store only this
+	// process uses (embedded SQLite), whatever ran before it is dead.
+	ExpireLeases(ctx context.Context) (int, error)
 }
 
 // SecretCursor points at one secret row.

@@ -1,0 +1,585 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/orgplane/orgplane/internal/client"
+	"github.com/orgplane/orgplane/internal/testenv"
+)
+
+// The authorization matrix: every /v1 endpoint of routes.go and
+// routes_boxes.go × every kind of caller, each row with the status the
+// contract (DESIGN "HTTP API v1", "principal"; STYLE "Authorization")
+// demands. A refused mutation must change nothing: rows that expect a
+// refusal compare a snapshot of what the endpoint would change, taken with
+// the org's admin client before and after.
+//
+// The expired token is minted through the API with expires_at ~1.5s ahead
+// (checked valid right away) and the fixture then waits, on the real clock,
+// until the server refuses it: it exercises the same path a real expiry
+// takes, at the cost of a short wait that overlaps the fixture's setup.
+
+// class is how a caller's expectation is looked up in a row.
+type class int
+
+const (
+	unauthenticated class = iota // 401 whatever the endpoint
+	headerMismatch               // 403 whatever the endpoint
+	otherOrg
+	otherWorkspace
+	ownWorkspace
+	adminClass
+)
+
+// want is an endpoint's expected status per authenticated caller class.
+type want struct{ otherOrg, otherWS, ownWS, admin int }
+
+func (w want) of(c class) int {
+	switch c {
+	case unauthenticated:
+		return http.StatusUnauthorized
+	case headerMismatch:
+		return http.StatusForbidden
+	case otherOrg:
+		return w.otherOrg
+	case otherWorkspace:
+		return w.otherWS
+	case ownWorkspace:
+		return w.ownWS
+	}
+	return w.admin
+}
+
+// target is what a row acts on: a workspace, its own token, and the other
+// objects some endpoints address.
+type target struct {
+	ws        string // workspace id
+	wsToken   string // that workspace's own token
+	job       string // a restart job of the workspace
+	tokenID   string // a token to revoke
+	globalKey string // a global secret to delete
+}
+
+type authzFixture struct {
+	e   *testenv.Env
+	api *api
+
+	platform   string
+	admin      string // the org's first admin token
+	acting     string // an admin token bound to the platform workspace
+	revoked    string // a revoked admin token
+	expired    string // an expired workspace token of the shared target
+	otherAdmin string // the admin of another org
+	otherOrgWS string // a workspace of the other org
+	b          target // another workspace of the org, with its token
+	shared     target // the default target: a running workspace
+}
+
+// caller is one kind of caller; auth gives its Authorization header value
+// (raw) and its X-Workspace-ID header values for a target.
+type caller struct {
+	name  string
+	class class
+	auth  func(f *authzFixture, tg *target) (authz string, xws []string)
+}
+
+func bearer(tok string) string { return "Bearer " + tok }
+
+var callers = []caller{
+	{"no-token", unauthenticated, func(*authzFixture, *target) (string, []string) { return "", nil }},
+	{"malformed-token", unauthenticated, func(*authzFixture, *target) (string, []string) {
+		return "Bearer not-a-token", nil
+	}},
+	{"revoked-token", unauthenticated, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.revoked), nil }},
+	{"expired-token", unauthenticated, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.expired), nil }},
+	{"other-org-admin", otherOrg, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.otherAdmin), nil }},
+	{"other-workspace-token", otherWorkspace, func(f *authzFixture, _ *target) (string, []string) {
+		return bearer(f.b.wsToken), nil
+	}},
+	{"own-workspace-token", ownWorkspace, func(_ *authzFixture, tg *target) (string, []string) {
+		return bearer(tg.wsToken), nil
+	}},
+	{"admin", adminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.admin), nil }},
+	{"acting-admin", adminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.acting), nil }},
+	// X-Workspace-ID never establishes identity: one that disagrees with
+	// the token is refused, one that agrees changes nothing.
+	{"own-token+foreign-X-Workspace-ID", headerMismatch, func(f *authzFixture, tg *target) (string, []string) {
+		return bearer(tg.wsToken), []string{f.b.ws}
+	}},
+	{"own-token+matching-X-Workspace-ID", ownWorkspace, func(_ *authzFixture, tg *target) (string, []string) {
+		return bearer(tg.wsToken), []string{tg.ws}
+	}},
+	{"admin+X-Workspace-ID", headerMismatch, func(f *authzFixture, tg *target) (string, []string) {
+		// An unbound admin token acts from no workspace: any header disagrees.
+		return bearer(f.admin), []string{tg.ws}
+	}},
+	{"acting-admin+matching-X-Workspace-ID", adminClass, func(f *authzFixture, _ *target) (string, []string) {
+		return bearer(f.acting), []string{f.platform}
+	}},
+}
+
+type endpoint struct {
+	name   string
+	method string
+	path   func(f *authzFixture, tg *target) string
+	// body is built when the row runs; nil sends none.
+	body func(t *testing.T, f *authzFixture, tg *target) []byte
+	// fresh makes a target of the row's own; nil uses the shared one.
+	fresh func(t *testing.T, f *authzFixture) *target
+	want  want
+	// state is a snapshot of what the endpoint changes; a refused row (and
+	// any row of another org) must leave it equal.
+	state func(t *testing.T, f *authzFixture, tg *target) string
+	// check looks further at a successful answer.
+	check  func(t *testing.T, f *authzFixture, tg *target, c caller, r result)
+	stream bool
+}
+
+func TestAuthzMatrix(t *testing.T) {
+	t.Parallel()
+	f := newAuthzFixture(t)
+	endpoints := authzEndpoints()
+	rows := 0
+	for _, ep := range endpoints {
+		t.Run(ep.name, func(t *testing.T) {
+			for _, c := range callers {
+				rows++
+				t.Run(c.name, func(t *testing.T) {
+					tg := &f.shared
+					if ep.fresh != nil {
+						tg = ep.fresh(t, f)
+					}
+					status := ep.want.of(c.class)
+					guard := ep.state != nil && (status >= 400 || c.class == otherOrg)
+					var before string
+					if guard {
+						before = ep.state(t, f, tg)
+					}
+					authz, xws := c.auth(f, tg)
+					req := call{Method: ep.method, Path: ep.path(f, tg), Auth: authz, Header: http.Header{}}
+					if xws != nil {
+						req.Header["X-Workspace-Id"] = xws
+					}
+					if ep.body != nil {
+						req.Body = ep.body(t, f, tg)
+					}
+					var r result
+					if ep.stream {
+						r = f.api.sendStream(t, req, 300*time.Millisecond)
+					} else {
+						r = f.api.send(t, req)
+					}
+					require.Equal(t, status, r.Status, "%s %s as %s: %s", ep.method, req.Path, c.name, r)
+					if status >= 400 {
+						requireErrorShape(t, r, status)
+					} else if ep.check != nil {
+						ep.check(t, f, tg, c, r)
+					}
+					if guard {
+						require.Equal(t, before, ep.state(t, f, tg), "a refused %s %s as %s changed something", ep.method, req.Path, c.name)
+					}
+				})
+			}
+		})
+	}
+	require.Equal(t, len(endpoints)*len(callers), rows)
+	t.Logf("authorization matrix: %d endpoints x %d callers = %d rows", len(endpoints), len(callers), rows)
+}
+
+func newAuthzFixture(t *testing.T) *authzFixture {
+	ctx := context.Background()
+	e := newEnv(t, testenv.Options{})
+	f := &authzFixture{e: e, api: newAPI(t, e), platform: e.Org.Platform.ID, admin: e.AdminToken}
+
+	// First, so that its expiry overlaps the rest of the setup.
+	a, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "own", Spec: boxSpec, RestartPolicy: "manual"})
+	require.NoError(t, err)
+	exp, err := e.Admin.CreateToken(ctx, client.CreateToken{Kind: "workspace", Name: "expiring", WorkspaceID: a.ID,
+		ExpiresAt: new(time.Now().Add(1500 * time.Millisecond))})
+	require.NoError(t, err)
+	f.expired = exp.Secret
+	_, err = e.Client(f.expired).Whoami(ctx)
+	require.NoError(t, err, "the expiring token must work before it expires")
+
+	f.shared = target{ws: a.ID, wsToken: mintWorkspaceToken(t, e.Admin, a.ID).Secret}
+	b, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "other", RestartPolicy: "manual", Start: new(false)})
+	require.NoError(t, err)
+	f.b = target{ws: b.ID, wsToken: mintWorkspaceToken(t, e.Admin, b.ID).Secret}
+
+	act, err := e.Admin.CreateToken(ctx, client.CreateToken{Kind: "admin", Name: "concierge", ActingWorkspaceID: f.platform})
+	require.NoError(t, err)
+	f.acting = act.Secret
+	rev, err := e.Admin.CreateToken(ctx, client.CreateToken{Kind: "admin", Name: "revoked"})
+	require.NoError(t, err)
+	require.NoError(t, e.Admin.RevokeToken(ctx, rev.Token.ID))
+	f.revoked = rev.Secret
+
+	other, otherAdmin := e.NewOrg("other-org")
+	f.otherAdmin = other.Secret
+	c, err := otherAdmin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "theirs", Start: new(false)})
+	require.NoError(t, err)
+	f.otherOrgWS = c.ID
+
+	// A restart job of the shared target, finished, so that it stays put.
+	waitStatus(t, e.Admin, a.ID, "running", 1)
+	job, err := e.Admin.RestartWorkspace(ctx, a.ID, "fixture")
+	require.NoError(t, err)
+	f.shared.job = job.ID
+	eventually(t, 10*time.Second, func() bool {
+		var j client.RestartJob
+		err := e.Admin.Do(ctx, http.MethodGet, "/v1/restarts/"+job.ID, nil, &j)
+		return err == nil && j.State == "succeeded"
+	}, "restart job %s succeeded", job.ID)
+	waitStatus(t, e.Admin, a.ID, "running", 2)
+
+	// Secrets to see. The shared workspaces are manual and the others
+	// stopped, so no write in the matrix restarts anything.
+	_, err = e.Admin.SetSecret(ctx, "", "SHARED_GLOBAL", "g", false)
+	require.NoError(t, err)
+	_, err = e.Admin.SetSecret(ctx, a.ID, "OWN_SECRET", "o", false)
+	require.NoError(t, err)
+
+	eventually(t, 5*time.Second, func() bool {
+		_, err := e.Client(f.expired).Whoami(ctx)
+		ce, ok := err.(*client.Error)
+		return ok && ce.Status == http.StatusUnauthorized
+	}, "the expiring token expired")
+	return f
+}
+
+// freshTarget is a stopped, manual workspace of its own with its token.
+func freshTarget(t *testing.T, f *authzFixture) *target {
+	t.Helper()
+	w, err := f.e.Admin.CreateWorkspace(context.Background(), client.CreateWorkspace{
+		Name: uniq("fresh"), Spec: boxSpec, RestartPolicy: "manual", Start: new(false)})
+	require.NoError(t, err)
+	return &target{ws: w.ID, wsToken: mintWorkspaceToken(t, f.e.Admin, w.ID).Secret}
+}
+
+func wsPath(sub string) func(*authzFixture, *target) string {
+	return func(_ *authzFixture, tg *target) string { return "/v1/workspaces/" + tg.ws + sub }
+}
+
+func fixed(p string) func(*authzFixture, *target) string {
+	return func(*authzFixture, *target) string { return p }
+}
+
+func jsonBody(v any) func(*testing.T, *authzFixture, *target) []byte {
+	return func(t *testing.T, _ *authzFixture, _ *target) []byte { return mustJSON(t, v) }
+}
+
+// Snapshots, read with the org's admin.
+
+func wsState(t *testing.T, f *authzFixture, tg *target) string {
+	w, err := f.e.Admin.GetWorkspace(context.Background(), tg.ws)
+	require.NoError(t, err)
+	parent := ""
+	if w.ParentID != nil {
+		parent = *w.ParentID
+	}
+	return fmt.Sprintf("%s|%s|%s|%s|%s|%v|%d|%s", w.Name, parent, w.Spec, w.Status, w.RestartPolicy, w.Protected,
+		w.Generation, w.UpdatedAt.Format(time.RFC3339Nano))
+}
+
+func workspaceIDs(t *testing.T, f *authzFixture, _ *target) string {
+	list, err := f.e.Admin.ListWorkspaces(context.Background())
+	require.NoError(t, err)
+	ids := make([]string, len(list))
+	for i, w := range list {
+		ids[i] = w.ID
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ",")
+}
+
+func secretState(scope func(*target) string) func(*testing.T, *authzFixture, *target) string {
+	return func(t *testing.T, f *authzFixture, tg *target) string {
+		list, err := f.e.Admin.ListSecrets(context.Background(), scope(tg))
+		require.NoError(t, err)
+		var parts []string
+		for _, s := range list {
+			parts = append(parts, fmt.Sprintf("%s:%s:%d", s.Key, s.Scope, s.Version))
+		}
+		return strings.Join(parts, ",")
+	}
+}
+
+// tokenState lists the tokens people minted (box tokens come and go with
+// background restarts of other rows' workspaces).
+func tokenState(t *testing.T, f *authzFixture, _ *target) string {
+	list, err := f.e.Admin.ListTokens(context.Background())
+	require.NoError(t, err)
+	var parts []string
+	for _, tok := range list {
+		if strings.HasPrefix(tok.Name, "box-g") {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s:%v", tok.ID, tok.RevokedAt != nil))
+	}
+	return strings.Join(parts, ",")
+}
+
+func restartsState(t *testing.T, f *authzFixture, tg *target) string {
+	list, err := f.e.Admin.ListRestarts(context.Background(), tg.ws)
+	require.NoError(t, err)
+	return fmt.Sprintf("%d jobs|%s", len(list), wsState(t, f, tg))
+}
+
+func authzEndpoints() []endpoint {
+	wsScope := func(tg *target) string { return tg.ws }
+	globalScope := func(*target) string { return "" }
+	// Reads of a workspace's objects: hidden from other orgs and other
+	// workspaces, open to the workspace itself and admins.
+	wsRead := want{otherOrg: 404, otherWS: 404, ownWS: 200, admin: 200}
+	// Admin-only operations on a workspace: its own token gets 403.
+	wsAdmin := want{otherOrg: 404, otherWS: 404, ownWS: 403, admin: 200}
+	// Org-level admin-only operations: another org's admin acts on its own org.
+	orgAdmin := want{otherOrg: 200, otherWS: 403, ownWS: 403, admin: 200}
+	everyone := want{200, 200, 200, 200}
+
+	return []endpoint{
+		{name: "whoami", method: "GET", path: fixed("/v1/whoami"), want: everyone,
+			check: func(t *testing.T, f *authzFixture, tg *target, c caller, r result) {
+				p := decodeJSON[client.Whoami](t, r).Principal
+				switch c.class {
+				case ownWorkspace:
+					require.Equal(t, "workspace", p.Kind)
+					require.Equal(t, tg.ws, p.WorkspaceID)
+				case otherWorkspace:
+					require.Equal(t, f.b.ws, p.WorkspaceID)
+				case adminClass:
+					require.Equal(t, "admin", p.Kind)
+					require.Equal(t, f.e.Org.Org.ID, p.OrgID)
+					if strings.HasPrefix(c.name, "acting") {
+						require.Equal(t, f.platform, p.ActingWorkspaceID)
+					}
+				case otherOrg:
+					require.NotEqual(t, f.e.Org.Org.ID, p.OrgID)
+				}
+			}},
+		{name: "workspaces.list", method: "GET", path: fixed("/v1/workspaces"), want: everyone,
+			check: func(t *testing.T, f *authzFixture, tg *target, c caller, r result) {
+				var ids []string
+				for _, w := range decodeJSON[[]client.Workspace](t, r) {
+					ids = append(ids, w.ID)
+				}
+				switch c.class {
+				case otherOrg:
+					require.Equal(t, []string{f.otherOrgWS}, without(ids, platformOf(t, f, c)))
+				case otherWorkspace:
+					require.Equal(t, []string{f.b.ws}, ids, "a workspace token sees only itself")
+				case ownWorkspace:
+					require.Equal(t, []string{tg.ws}, ids, "a workspace token sees only itself")
+				case adminClass:
+					require.Subset(t, ids, []string{f.platform, f.shared.ws, f.b.ws})
+					require.NotContains(t, ids, f.otherOrgWS)
+				}
+			}},
+		{name: "workspaces.create", method: "POST", path: fixed("/v1/workspaces"),
+			body: func(t *testing.T, _ *authzFixture, tg *target) []byte {
+				return mustJSON(t, map[string]any{"name": uniq("created"), "parent_id": tg.ws, "start": false})
+			},
+			want:  want{otherOrg: 404, otherWS: 403, ownWS: 403, admin: 201},
+			state: workspaceIDs},
+		{name: "workspaces.get", method: "GET", path: wsPath(""), want: wsRead,
+			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {
+				require.Equal(t, tg.ws, decodeJSON[client.Workspace](t, r).ID)
+			}},
+		{name: "workspaces.patch", method: "PATCH", path: wsPath(""), fresh: freshTarget,
+			body: jsonBody(map[string]any{"protected": true}), want: wsAdmin, state: wsState,
+			check: func(t *testing.T, _ *authzFixture, _ *target, _ caller, r result) {
+				require.True(t, decodeJSON[client.Workspace](t, r).Protected)
+			}},
+		{name: "workspaces.delete", method: "DELETE", path: wsPath(""), fresh: freshTarget, want: wsAdmin, state: wsState,
+			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {
+				require.Equal(t, []string{tg.ws}, decodeJSON[client.DeleteWorkspaceResult](t, r).Removed)
+			}},
+		{name: "workspaces.restart", method: "POST", path: wsPath("/restart"), fresh: freshTarget,
+			body:  jsonBody(map[string]any{"reason": "authz"}),
+			want:  want{otherOrg: 404, otherWS: 404, ownWS: 403, admin: 202},
+			state: restartsState},
+		{name: "workspaces.pause", method: "POST", path: wsPath("/pause"), fresh: freshTarget, want: wsAdmin, state: wsState},
+		{name: "workspaces.resume", method: "POST", path: wsPath("/resume"), want: wsAdmin, state: wsState,
+			fresh: func(t *testing.T, f *authzFixture) *target {
+				tg := freshTarget(t, f)
+				_, err := f.e.Admin.PauseWorkspace(context.Background(), tg.ws)
+				require.NoError(t, err)
+				return tg
+			}},
+		{name: "workspaces.restarts", method: "GET", path: wsPath("/restarts"), want: wsRead,
+			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {
+				var ids []string
+				for _, j := range decodeJSON[[]client.RestartJob](t, r) {
+					ids = append(ids, j.ID)
+				}
+				require.Contains(t, ids, tg.job)
+			}},
+		{name: "workspaces.heartbeat", method: "POST", path: wsPath("/heartbeat"),
+			body: func(t *testing.T, f *authzFixture, tg *target) []byte {
+				w, err := f.e.Admin.GetWorkspace(context.Background(), tg.ws)
+				require.NoError(t, err)
+				return mustJSON(t, map[string]any{"generation": w.Generation})
+			},
+			want:  want{otherOrg: 404, otherWS: 404, ownWS: 200, admin: 403},
+			state: wsState},
+		{name: "workspaces.logs", method: "GET", path: wsPath("/logs"), want: wsAdmin},
+		{name: "secrets.list", method: "GET", path: wsPath("/secrets"), want: wsRead,
+			check: func(t *testing.T, _ *authzFixture, _ *target, _ caller, r result) {
+				var keys []string
+				for _, s := range decodeJSON[[]client.SecretMeta](t, r) {
+					keys = append(keys, s.Key)
+				}
+				require.Equal(t, []string{"OWN_SECRET", "SHARED_GLOBAL"}, keys)
+			}},
+		// A workspace token manages its own workspace's secrets.
+		{name: "secrets.put", method: "PUT", path: wsPath("/secrets/AUTHZ_PROBE"), fresh: freshTarget,
+			body: jsonBody(map[string]any{"value": "probe"}), want: wsRead, state: secretState(wsScope),
+			check: func(t *testing.T, f *authzFixture, tg *target, _ caller, _ result) {
+				require.Equal(t, "AUTHZ_PROBE:workspace:1,SHARED_GLOBAL:global:1", secretState(wsScope)(t, f, tg))
+			}},
+		{name: "secrets.delete", method: "DELETE", path: wsPath("/secrets/FRESH_KEY"), want: wsRead, state: secretState(wsScope),
+			fresh: func(t *testing.T, f *authzFixture) *target {
+				tg := freshTarget(t, f)
+				_, err := f.e.Admin.SetSecret(context.Background(), tg.ws, "FRESH_KEY", "x", false)
+				require.NoError(t, err)
+				return tg
+			},
+			check: func(t *testing.T, f *authzFixture, tg *target, _ caller, _ result) {
+				require.Equal(t, "SHARED_GLOBAL:global:1", secretState(wsScope)(t, f, tg))
+			}},
+		// Humans write secrets, boxes read them: only the workspace's token.
+		{name: "secrets.values", method: "GET", path: wsPath("/secrets/values"),
+			want: want{otherOrg: 404, otherWS: 404, ownWS: 200, admin: 403},
+			check: func(t *testing.T, _ *authzFixture, _ *target, _ caller, r result) {
+				require.Equal(t, map[string]string{"OWN_SECRET": "o", "SHARED_GLOBAL": "g"}, decodeJSON[map[string]string](t, r))
+			}},
+		{name: "global-secrets.list", method: "GET", path: fixed("/v1/secrets"), want: orgAdmin,
+			check: func(t *testing.T, _ *authzFixture, _ *target, c caller, r result) {
+				list := decodeJSON[[]client.SecretMeta](t, r)
+				if c.class == otherOrg {
+					for _, s := range list {
+						require.NotEqual(t, "SHARED_GLOBAL", s.Key, "another org's globals leaked")
+					}
+					return
+				}
+				require.NotEmpty(t, list)
+			}},
+		{name: "global-secrets.put", method: "PUT", path: fixed("/v1/secrets/AUTHZ_GLOBAL"),
+			body: func(t *testing.T, _ *authzFixture, _ *target) []byte {
+				return mustJSON(t, map[string]any{"value": uniq("v")})
+			},
+			want: orgAdmin, state: secretState(globalScope)},
+		{name: "global-secrets.delete", method: "DELETE",
+			path: func(_ *authzFixture, tg *target) string { return "/v1/secrets/" + tg.globalKey },
+			fresh: func(t *testing.T, f *authzFixture) *target {
+				key := strings.ToUpper(strings.ReplaceAll(uniq("DEL"), "-", "_"))
+				_, err := f.e.Admin.SetSecret(context.Background(), "", key, "x", false)
+				require.NoError(t, err)
+				tg := f.shared
+				tg.globalKey = key
+				return &tg
+			},
+			// Another org's admin finds no such secret in its own org.
+			want: want{otherOrg: 404, otherWS: 403, ownWS: 403, admin: 200}, state: secretState(globalScope)},
+		{name: "tokens.list", method: "GET", path: fixed("/v1/tokens"), want: orgAdmin,
+			check: func(t *testing.T, f *authzFixture, _ *target, c caller, r result) {
+				for _, tok := range decodeJSON[[]client.Token](t, r) {
+					if c.class == otherOrg {
+						require.NotEqual(t, f.e.Org.Org.ID, tok.OrgID)
+					}
+				}
+				require.NotContains(t, string(r.Body), "secret_hash")
+			}},
+		{name: "tokens.create", method: "POST", path: fixed("/v1/tokens"),
+			body: func(t *testing.T, _ *authzFixture, tg *target) []byte {
+				return mustJSON(t, client.CreateToken{Kind: "workspace", Name: uniq("minted"), WorkspaceID: tg.ws})
+			},
+			want:  want{otherOrg: 404, otherWS: 403, ownWS: 403, admin: 201},
+			state: tokenState},
+		{name: "tokens.revoke", method: "DELETE",
+			path: func(_ *authzFixture, tg *target) string { return "/v1/tokens/" + tg.tokenID },
+			fresh: func(t *testing.T, f *authzFixture) *target {
+				tg := f.shared
+				tg.tokenID = mintWorkspaceToken(t, f.e.Admin, tg.ws).Token.ID
+				return &tg
+			},
+			want:  want{otherOrg: 404, otherWS: 403, ownWS: 403, admin: 204},
+			state: tokenState},
+		{name: "audit", method: "GET", path: fixed("/v1/audit?limit=1000"), want: orgAdmin,
+			check: func(t *testing.T, f *authzFixture, _ *target, c caller, r result) {
+				if c.class == otherOrg {
+					require.NotContains(t, string(r.Body), f.shared.ws, "another org's audit log leaked")
+					require.NotContains(t, string(r.Body), f.e.Org.Org.ID, "another org's audit log leaked")
+				}
+			}},
+		{name: "events", method: "GET", path: fixed("/v1/events"), want: everyone, stream: true,
+			check: func(t *testing.T, _ *authzFixture, _ *target, _ caller, r result) {
+				require.Equal(t, "text/event-stream", r.Header.Get("Content-Type"))
+			}},
+		{name: "restarts.get", method: "GET",
+			path: func(_ *authzFixture, tg *target) string { return "/v1/restarts/" + tg.job }, want: wsRead,
+			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {
+				require.Equal(t, tg.job, decodeJSON[client.RestartJob](t, r).ID)
+			}},
+	}
+}
+
+func without(ids []string, drop string) []string {
+	return slices.DeleteFunc(slices.Clone(ids), func(s string) bool { return s == drop })
+}
+
+// platformOf returns the platform workspace of the caller's org.
+func platformOf(t *testing.T, f *authzFixture, c caller) string {
+	authz, _ := c.auth(f, &f.shared)
+	r := f.api.send(t, call{Method: "GET", Path: "/v1/workspaces", Auth: authz})
+	require.Equal(t, 200, r.Status)
+	for _, w := range decodeJSON[[]client.Workspace](t, r) {
+		if w.Kind == "platform" {
+			return w.ID
+		}
+	}
+	return ""
+}
+
+// A removed workspace's token (its box's, or one an admin minted) is not
+// revoked by the delete; it must still get nothing of the org's secrets:
+// listing, writing and reading values all answer 404 as for any workspace
+// that is not there.
+func TestRemovedWorkspaceTokenReadsNoSecrets(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, testenv.Options{})
+	a := newAPI(t, e)
+	w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "doomed", Start: new(false)})
+	require.NoError(t, err)
+	tok := mintWorkspaceToken(t, e.Admin, w.ID).Secret
+	_, err = e.Admin.SetSecret(ctx, "", "ORG_WIDE", "org-wide-value", false)
+	require.NoError(t, err)
+	_, err = e.Admin.SetSecret(ctx, w.ID, "OWN", "own-value", false)
+	require.NoError(t, err)
+	r := a.send(t, call{Method: "GET", Path: "/v1/workspaces/" + w.ID + "/secrets/values", Token: tok})
+	require.Equal(t, 200, r.Status, "%s", r)
+
+	_, err = e.Admin.DeleteWorkspace(ctx, w.ID, false)
+	require.NoError(t, err)
+	for _, c := range []call{
+		{Method: "GET", Path: "/v1/workspaces/" + w.ID + "/secrets/values"},
+		{Method: "GET", Path: "/v1/workspaces/" + w.ID + "/secrets"},
+		{Method: "PUT", Path: "/v1/workspaces/" + w.ID + "/secrets/OWN", Body: []byte(`{"value":"x"}`)},
+		{Method: "DELETE", Path: "/v1/workspaces/" + w.ID + "/secrets/OWN"},
+	} {
+		c.Token = tok
+		r := a.send(t, c)
+		requireErrorShape(t, r, http.StatusNotFound)
+		require.NotContains(t, string(r.Body), "org-wide-value")
+	}
+}
