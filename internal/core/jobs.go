@@ -8,6 +8,7 @@ import (
 
 	"github.com/orgplane/orgplane/internal/ids"
 	"github.com/orgplane/orgplane/internal/propagation"
+	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -159,7 +160,13 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 		return store.JobSkipped, propagation.ReasonExternalRuntime, ""
 	}
 	explicit := !j.Automatic && j.RequestedBy != ""
-	if hasBox(w.Status) || w.Status == StatusFailed {
+	// Fix (propagation tests): bringing back a platform box that died on its
+	// own terminates nothing, so it needs no stop; the guard in stopCurrent
+	// refused that stop and left the org root down for good (the job ended
+	// skipped, platform_root). A live platform box is still never stopped.
+	deadPlatform := w.Kind == store.KindPlatform && !explicit && j.Reason == ReasonBoxFailed &&
+		w.Status == StatusFailed && s.boxGone(ctx, w)
+	if (hasBox(w.Status) || w.Status == StatusFailed) && !deadPlatform {
 		if err := s.stopCurrent(ctx, w, explicit); err != nil {
 			if errors.Is(err, ErrPlatformStop) {
 				return store.JobSkipped, propagation.ReasonPlatformRoot, ""
@@ -183,9 +190,28 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 		if ctx.Err() != nil {
 			return "", "", ""
 		}
-		return store.JobFailed, j.Reason, AsError(err).Message
+		// Fix (propagation tests): err.Error(), not AsError(err).Message,
+		// which turned every provision failure into "internal error" on the
+		// job and its audit entry. The message is the one markFailed already
+		// put in the workspace's last_error (provisioner errors are redacted).
+		return store.JobFailed, j.Reason, err.Error()
 	}
 	return s.await(ctx, bw)
+}
+
+// boxGone reports whether the workspace's recorded box is known not to be
+// running (exited, or not found by its provisioner).
+func (s *Service) boxGone(ctx context.Context, w store.Workspace) bool {
+	h, ok := currentHandle(w)
+	if !ok {
+		return true
+	}
+	prov := s.provs[w.Runtime]
+	if prov == nil {
+		return false
+	}
+	st, err := prov.Inspect(ctx, h)
+	return (err == nil && !st.Running) || errors.Is(err, provision.ErrNotFound)
 }
 
 // await waits for a box's first outcome, with a margin over the
@@ -215,6 +241,10 @@ func (s *Service) recheck(ctx context.Context, j store.RestartJob, w store.Works
 	}
 	t := targetOf(f)
 	t.PendingRestart = false
+	if t.RecentAutoRestarts > s.limits().MaxAutoRestarts && !t.LoopBroken {
+		// Fix (propagation tests): an admin restart lifts the breaker.
+		t.RecentAutoRestarts = s.autoRestartsSinceAdmin(ctx, s.store, j.OrgID, j.WorkspaceID, since, t.RecentAutoRestarts)
+	}
 	if t.RecentAutoRestarts > 0 {
 		t.RecentAutoRestarts-- // this job counts itself once claimed
 	}
@@ -274,6 +304,7 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		reason = j.Reason
 	}
 	retry := state == store.JobFailed && j.Attempts < j.MaxAttempts
+	var gen int64 // the generation this job provisioned, once recorded here
 	err := s.store.InTx(ctx, func(tx store.Store) error {
 		cur, err := tx.GetJob(ctx, j.OrgID, j.ID)
 		if err != nil {
@@ -282,6 +313,7 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		if cur.LeaseOwner != s.owner || cur.State != store.JobRunning {
 			return nil // another replica took it over
 		}
+		gen = cur.Generation
 		cur.Reason, cur.Error, cur.UpdatedAt, cur.LeaseUntil = reason, errMsg, now, time.Time{}
 		action := "restart." + state
 		if retry {
@@ -326,6 +358,15 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 	if retry {
 		s.metrics.Restarts.WithLabelValues("retry").Inc()
 		return
+	}
+	if state == store.JobFailed && j.Reason == ReasonBoxFailed && j.RequestedBy == "" && gen > 0 {
+		// Fix (e2e tests): a recovery job has one attempt and owns the box it
+		// provisions, so neither boxExited nor the provision deadline
+		// schedules the next recovery when that box fails too: a crash loop
+		// stopped after one retry, still failed, and the bound
+		// (MaxProvisionRetries, then box.gave_up) was never reached. The next
+		// recovery is queued here; scheduleRecovery applies the bound.
+		s.scheduleRecovery(j.OrgID, j.WorkspaceID, gen)
 	}
 	s.metrics.Restarts.WithLabelValues(state).Inc()
 	if state == store.JobSkipped {

@@ -157,6 +157,13 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 		if err := checkTransition(wsID, cur.Status, StatusProvisioning); err != nil {
 			return err
 		}
+		if cur.Status == StatusPaused {
+			// Fix (propagation property test): a pause that commits while a
+			// restart job or a resume is on its way here wins. paused ->
+			// provisioning is resume's transition alone, and resume writes
+			// provisioning before it starts the box.
+			return Conflict("workspace %s is paused", wsID)
+		}
 		now := s.clock.Now()
 		cur.Generation++
 		tok := store.Token{ID: ids.New("t"), OrgID: orgID, Kind: store.TokenWorkspace, Name: "box-g" + strconv.FormatInt(cur.Generation, 10),
@@ -218,6 +225,13 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 		}
 		if cur.Generation != w.Generation {
 			return Conflict("superseded")
+		}
+		if !hasBox(cur.Status) {
+			// Fix (e2e tests): deleted or paused while the box was starting.
+			// The delete/pause saw no box to stop (none was recorded yet), so
+			// recording this one would leave it running (or, for docker, its
+			// container) with nobody to stop it.
+			return Conflict("workspace %s became %s while its box started", wsID, cur.Status)
 		}
 		cur.Box = string(hb)
 		return tx.UpdateWorkspace(ctx, cur)

@@ -96,6 +96,10 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 	}
 	for _, f := range facts {
 		t := targetOf(f)
+		if t.RecentAutoRestarts >= s.limits().MaxAutoRestarts && !t.LoopBroken {
+			// Fix (propagation tests): an admin restart lifts the breaker.
+			t.RecentAutoRestarts = s.autoRestartsSinceAdmin(ctx, tx, ch.OrgID, f.WorkspaceID, since, t.RecentAutoRestarts)
+		}
 		switch {
 		case ch.WorkspaceID != "" && ch.Delete:
 			t.Unchanged = globalMAC != "" && globalMAC == ch.OldMAC
@@ -130,6 +134,39 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		})
 	}
 	return plan, nil
+}
+
+// autoRestartsSinceAdmin recounts the automatic restarts of a workspace at
+// the loop breaker's threshold, leaving out those before its last successful
+// explicit admin restart: an admin restart lifts the breaker (issue 5:
+// "skipped until an admin restarts it"). The facts query counts the whole
+// window, so without this a workspace stayed loop-broken after an admin
+// restart until the window passed. Only workspaces at the threshold pay for
+// the extra read; on a read error (or too many rows) n is kept: fail towards
+// the breaker.
+func (s *Service) autoRestartsSinceAdmin(ctx context.Context, st store.Store, orgID, wsID string, since time.Time, n int) int {
+	const limit = 1000
+	jobs, err := st.ListJobs(ctx, orgID, wsID, limit)
+	if err != nil || len(jobs) == limit {
+		return n
+	}
+	var admin time.Time
+	for _, j := range jobs {
+		if !j.Automatic && j.RequestedBy != "" && j.State == store.JobSucceeded && j.StartedAt.After(admin) {
+			admin = j.StartedAt
+		}
+	}
+	if admin.IsZero() {
+		return n
+	}
+	count := 0
+	for _, j := range jobs {
+		counted := j.State == store.JobRunning || j.State == store.JobSucceeded || j.State == store.JobFailed
+		if counted && j.Automatic && !j.StartedAt.Before(since) && j.StartedAt.After(admin) {
+			count++
+		}
+	}
+	return count
 }
 
 func (s *Service) jitter() time.Duration {

@@ -37,7 +37,7 @@ func Open(ctx context.Context, dbURL string) (Store, error) {
 	case strings.HasPrefix(dbURL, "postgres://"), strings.HasPrefix(dbURL, "postgresql://"):
 		return openPostgres(ctx, dbURL)
 	default:
-		return nil, fmt.Errorf("open store: unsupported --db %q: want sqlite:PATH or postgres://...", redactURL(dbURL))
+		return nil, fmt.Errorf("open store: unsupported --db %q: want sqlite:PATH or a postgres:// URL", redactURL(dbURL))
 	}
 }
 

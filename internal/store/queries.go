@@ -248,8 +248,11 @@ func (s *sqlStore) AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
 
 func (s *sqlStore) ListAudit(ctx context.Context, orgID string, f AuditFilter) ([]AuditEntry, error) {
 	limit := f.Limit
-	if limit <= 0 || limit > 1000 {
+	switch {
+	case limit <= 0:
 		limit = 100
+	case limit > 1000:
+		limit = 1000
 	}
 	before := f.Before
 	if before <= 0 {
