@@ -149,9 +149,10 @@ printed once. Later runs reuse all of it.`,
 			if err := rf.apply(cmd.Context(), &cfg, false); err != nil {
 				return err
 			}
-			return runServer(cmd.Context(), g, cfg, func(ctx context.Context, s *server.Server) error {
-				return bootstrapDefault(ctx, g, s.Service, dir)
-			})
+			cfg.Bootstrap = func(ctx context.Context, svc *core.Service) error {
+				return bootstrapDefault(ctx, g, svc, dir)
+			}
+			return runServer(cmd.Context(), g, cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -185,18 +186,12 @@ func bootstrapDefault(ctx context.Context, g *Globals, svc *core.Service, dir st
 	return nil
 }
 
-func runServer(ctx context.Context, g *Globals, cfg server.Config, afterStart func(context.Context, *server.Server) error) error {
+func runServer(ctx context.Context, g *Globals, cfg server.Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s, err := server.Start(ctx, cfg)
 	if err != nil {
 		return err
-	}
-	if afterStart != nil {
-		if err := afterStart(ctx, s); err != nil {
-			cancel()
-			return errors.Join(err, s.Wait())
-		}
 	}
 	if cfg.DataDir != "" {
 		_ = os.WriteFile(filepath.Join(cfg.DataDir, "server.url"), []byte(s.URL+"\n"), 0o600)
@@ -228,7 +223,7 @@ func newServeCmd(g *Globals) *cobra.Command {
 			if err := rf.apply(cmd.Context(), &cfg, os.Getenv("ORGPLANE_DEV") == "1"); err != nil {
 				return err
 			}
-			return runServer(cmd.Context(), g, cfg, nil)
+			return runServer(cmd.Context(), g, cfg)
 		},
 	}
 	f := cmd.Flags()

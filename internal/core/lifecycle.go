@@ -475,7 +475,14 @@ func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string) b
 		if w.Generation != gen || !CanTransition(w.Status, StatusFailed) || !hasBox(w.Status) {
 			return nil
 		}
-		w.Status, w.LastError, w.UpdatedAt = StatusFailed, msg, s.clock.Now()
+		now := s.clock.Now()
+		// A box that stayed healthy for a while starts a fresh count; one
+		// that flaps (healthy, then dead soon after) keeps counting, so the
+		// retry bound holds for it too.
+		if !w.HealthyAt.IsZero() && now.Sub(w.HealthyAt) >= s.cfg.StableAfter {
+			w.Failures = 0
+		}
+		w.Status, w.LastError, w.UpdatedAt = StatusFailed, msg, now
 		w.Failures++
 		if err := tx.UpdateWorkspace(ctx, w); err != nil {
 			return err
@@ -529,7 +536,9 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 	first := w.Status == StatusProvisioning
 	w.Status, w.UpdatedAt = StatusRunning, now
 	if first {
-		w.HealthyAt, w.Failures, w.LastError = now, 0, ""
+		// Failures is not reset here but when the box has stayed up for
+		// StableAfter (see markFailed): a flapping box must not retry forever.
+		w.HealthyAt, w.LastError = now, ""
 	}
 	if err := tx.UpdateWorkspace(ctx, w); err != nil {
 		return false, err

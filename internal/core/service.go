@@ -59,6 +59,9 @@ type RuntimeConfig struct {
 	PollInterval time.Duration
 	// HeartbeatTimeout: an agent box silent this long is degraded (default 15s).
 	HeartbeatTimeout time.Duration
+	// StableAfter: a box healthy this long has proven itself; its next
+	// failure starts a fresh retry count (default 60s).
+	StableAfter time.Duration
 }
 
 func (c *RuntimeConfig) defaults() {
@@ -81,6 +84,7 @@ func (c *RuntimeConfig) defaults() {
 	def(&c.JobLease, 60*time.Second)
 	def(&c.PollInterval, time.Second)
 	def(&c.HeartbeatTimeout, 15*time.Second)
+	def(&c.StableAfter, time.Minute)
 	defInt(&c.MaxProvisionRetries, 3)
 	defInt(&c.MaxConcurrentRestarts, 4)
 	defInt(&c.MaxConcurrentRestartsPerOrg, 4)

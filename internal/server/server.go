@@ -45,6 +45,9 @@ type Config struct {
 	// StopGrace is how long a box gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	Logger    *slog.Logger
+	// Bootstrap runs once the service has started and before the API
+	// answers: /readyz is 200 only when it has finished.
+	Bootstrap func(ctx context.Context, svc *core.Service) error
 }
 
 // Server is a running control plane.
@@ -125,6 +128,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.close = append([]func() error{func() error { svc.Close(); return nil }}, s.close...)
+	if cfg.Bootstrap != nil {
+		if err := cfg.Bootstrap(ctx, svc); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
 	api := httpapi.New(svc, httpapi.Options{Logger: log,
 		Metrics: promhttp.HandlerFor(svc.Metrics().Registry, promhttp.HandlerOpts{})})
 	s.http = &http.Server{

@@ -20,11 +20,19 @@ const MinLen = 4
 // Mask is what a secret value is replaced with.
 const Mask = "[REDACTED]"
 
-// String replaces every env value of at least MinLen bytes in s with Mask.
+// public are the box contract's variables that identify rather than
+// authenticate: masking them would hide which workspace an error is about.
+// ORGPLANE_TOKEN is not among them.
+var public = map[string]bool{
+	"ORGPLANE_URL": true, "ORGPLANE_WORKSPACE_ID": true, "ORGPLANE_GENERATION": true, "ORGPLANE_ENV_FINGERPRINT": true,
+}
+
+// String replaces every env value of at least MinLen bytes in s with Mask
+// (except the values of the public contract variables).
 func String(s string, env map[string]string) string {
 	vals := make([]string, 0, len(env))
-	for _, v := range env {
-		if len(v) >= MinLen {
+	for k, v := range env {
+		if len(v) >= MinLen && !public[k] {
 			vals = append(vals, v)
 		}
 	}
