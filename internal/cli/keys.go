@@ -84,7 +84,7 @@ func newKeysCmd(g *Globals) *cobra.Command {
 						out[i].RetiredAt = &t
 					}
 				}
-				return printJSONValue(g, out)
+				return printJSON(g.Stdout, out)
 			}
 			fmt.Fprintf(g.Stdout, "%-16s %-8s %-8s %-20s %s\n", "ID", "CURRENT", "SECRETS", "CREATED", "RETIRED")
 			for _, k := range list {
@@ -124,7 +124,7 @@ no box. Afterwards the old key can be retired with "orgplane keys retire ID".`,
 				return err
 			}
 			if g.JSON {
-				return printJSONValue(g, map[string]any{"new_key_id": res.NewKeyID, "resumed": res.Resumed, "reencrypted": res.Reencrypted})
+				return printJSON(g.Stdout, map[string]any{"new_key_id": res.NewKeyID, "resumed": res.Resumed, "reencrypted": res.Reencrypted})
 			}
 			verb := "Rotated"
 			if res.Resumed {

@@ -257,7 +257,7 @@ func newOrgCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			if g.JSON {
-				return printJSONValue(g, map[string]string{"org_id": n.Org.ID, "name": n.Org.Name,
+				return printJSON(g.Stdout, map[string]string{"org_id": n.Org.ID, "name": n.Org.Name,
 					"platform_workspace_id": n.Platform.ID, "admin_token": n.Secret})
 			}
 			fmt.Fprintf(g.Stdout, "Created org %q (%s) with platform workspace %s.\n", n.Org.Name, n.Org.ID, n.Platform.ID)

@@ -23,6 +23,9 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 		Detail: map[string]any{"reason": note}}
 	var job store.RestartJob
 	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		if err := tx.LockOrg(ctx, p.OrgID); err != nil {
+			return err
+		}
 		w, err := s.visibleWorkspace(ctx, tx, p, id)
 		if err != nil {
 			return err

@@ -134,6 +134,12 @@ func (s *Service) writeSecret(ctx context.Context, workspaceID, key string, valu
 		Detail: map[string]any{"key": key, "scope": scope}}
 	out := SecretWrite{Key: key, Scope: scope, DryRun: dryRun}
 	run := func(tx store.Store) error {
+		// Planners of one org take turns: two concurrent writes must not both
+		// see "no pending restart" and both queue one (Postgres; SQLite has
+		// one writer anyway).
+		if err := tx.LockOrg(ctx, p.OrgID); err != nil {
+			return err
+		}
 		if err := s.secretScope(ctx, tx, p, workspaceID, true); err != nil {
 			return err
 		}
