@@ -149,7 +149,18 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 	case j.RequestedBy == "" && j.Reason == ReasonBoxFailed:
 		// Recovery of a dead box: moot if the box is back or replaced.
 		if w.Status != StatusFailed {
-			return store.JobSuperseded, j.Reason, "the box was replaced meanwhile"
+			// Fix (propagation tests): unless secret changes were merged into
+			// this job while it was pending (decisions "coalesced"): they were
+			// promised a restart, so the rules decide, as for an automatic
+			// job. Superseding it dropped them and left the box stale; seen
+			// when another replica's restart made this replica's watcher
+			// record a failure and queue this recovery.
+			if !hasBox(w.Status) || !s.mergedInto(ctx, j) {
+				return store.JobSuperseded, j.Reason, "the box was replaced meanwhile"
+			}
+			if d := s.recheck(ctx, j, w); d.Action != propagation.ActionRestart {
+				return store.JobSkipped, d.Reason, ""
+			}
 		}
 	default:
 		if !hasBox(w.Status) && w.Status != StatusFailed && w.Status != StatusStopped {
@@ -197,6 +208,21 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 		return store.JobFailed, j.Reason, err.Error()
 	}
 	return s.await(ctx, bw)
+}
+
+// mergedInto reports whether propagation decisions were coalesced into job
+// j (on a read error it says yes: the rules, re-applied, then decide).
+func (s *Service) mergedInto(ctx context.Context, j store.RestartJob) bool {
+	jobs, err := s.store.ListJobs(ctx, j.OrgID, j.WorkspaceID, 100)
+	if err != nil {
+		return true
+	}
+	for _, x := range jobs {
+		if x.State == store.JobSuperseded && x.Note == mergedNote+j.ID {
+			return true
+		}
+	}
+	return false
 }
 
 // boxGone reports whether the workspace's recorded box is known not to be

@@ -12,6 +12,10 @@ import (
 	"github.com/orgplane/orgplane/internal/store"
 )
 
+// mergedNote starts the note of a coalesced decision's row; the pending
+// job's id follows (mergedInto looks for it).
+const mergedNote = "merged into pending job "
+
 // Plan is the decisions of one secret change and the job rows that record
 // them.
 type Plan struct {
@@ -120,7 +124,7 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 			job.State, job.FinishedAt = store.JobPending, time.Time{}
 			job.RunAfter = now.Add(s.cfg.CoalesceWindow + s.jitter())
 		case propagation.ReasonCoalesced:
-			job.State, job.Note = store.JobSuperseded, "merged into pending job "+f.PendingJobID
+			job.State, job.Note = store.JobSuperseded, mergedNote+f.PendingJobID
 		default:
 			job.State = store.JobSkipped
 		}
