@@ -89,6 +89,7 @@ func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.IntVar(&r.rt.MaxConcurrentRestarts, "max-concurrent-restarts", envInt("ORGPLANE_MAX_CONCURRENT_RESTARTS", 4), "restarts in flight at once, over all replicas (env ORGPLANE_MAX_CONCURRENT_RESTARTS)")
 	f.IntVar(&r.rt.MaxConcurrentRestartsPerOrg, "max-concurrent-restarts-per-org", envInt("ORGPLANE_MAX_CONCURRENT_RESTARTS_PER_ORG", 4), "restarts in flight at once per org (env ORGPLANE_MAX_CONCURRENT_RESTARTS_PER_ORG)")
 	f.IntVar(&r.rt.MaxProvisionRetries, "max-provision-retries", envInt("ORGPLANE_MAX_PROVISION_RETRIES", 3), "re-provisions of a failed box before it stays failed (env ORGPLANE_MAX_PROVISION_RETRIES)")
+	f.DurationVar(&r.rt.JobLease, "job-lease", envDuration("ORGPLANE_JOB_LEASE", 30*time.Second), "a restart job whose replica stops renewing this lease is taken over by another (env ORGPLANE_JOB_LEASE)")
 	f.DurationVar(&r.stopGrace, "stop-grace", envDuration("ORGPLANE_STOP_GRACE", 5*time.Second), "time between SIGTERM and SIGKILL when a box is stopped (env ORGPLANE_STOP_GRACE)")
 	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
 	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
@@ -101,6 +102,9 @@ func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) 
 	}
 	if r.rt.MaxConcurrentRestarts < 1 || r.rt.MaxConcurrentRestartsPerOrg < 1 {
 		return errors.New("--max-concurrent-restarts and --max-concurrent-restarts-per-org must be at least 1")
+	}
+	if r.rt.JobLease < 3*time.Second {
+		return errors.New("--job-lease must be at least 3s")
 	}
 	if r.rt.ProvisionTimeout < time.Second {
 		return errors.New("--provision-timeout must be at least 1s")

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -21,6 +22,15 @@ const (
 // Start runs the background work: adopting the boxes a previous run left,
 // and the restart workers. Close stops it.
 func (s *Service) Start(ctx context.Context) error {
+	if s.store.Dialect() == store.SQLite {
+		// The embedded store has one server: jobs still marked running
+		// belonged to a run that died; resume them now, not after a lease.
+		if n, err := s.store.ExpireLeases(ctx); err != nil {
+			return err
+		} else if n > 0 {
+			s.log.Info("resuming restart jobs of the previous run", "jobs", n)
+		}
+	}
 	if err := s.reconcile(ctx); err != nil {
 		return fmt.Errorf("adopt boxes: %w", err)
 	}
@@ -128,8 +138,13 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 	switch {
 	case resumed:
 		// A replica crashed after recording this job's generation: adopt
-		// that box rather than start another.
-		if h, ok := currentHandle(w); ok {
+		// that box rather than start another — even one whose handle it
+		// had no time to record.
+		h, ok := currentHandle(w)
+		if !ok {
+			h, ok = s.findBox(ctx, w)
+		}
+		if ok {
 			if prov := s.provs[w.Runtime]; prov != nil {
 				if st, err := prov.Adopt(ctx, h); err == nil && st.Running {
 					if w.Status == StatusRunning {
@@ -332,6 +347,9 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 	retry := state == store.JobFailed && j.Attempts < j.MaxAttempts
 	var gen int64 // the generation this job provisioned, once recorded here
 	err := s.store.InTx(ctx, func(tx store.Store) error {
+		if err := tx.LockOrg(ctx, j.OrgID); err != nil {
+			return err
+		}
 		cur, err := tx.GetJob(ctx, j.OrgID, j.ID)
 		if err != nil {
 			return err
@@ -395,9 +413,6 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		s.scheduleRecovery(j.OrgID, j.WorkspaceID, gen)
 	}
 	s.metrics.Restarts.WithLabelValues(state).Inc()
-	if state == store.JobSkipped {
-		s.metrics.Decisions.WithLabelValues(reason, propagation.ActionSkip).Inc()
-	}
 	if state == store.JobSucceeded {
 		s.metrics.RestartDuration.Observe(now.Sub(started).Seconds())
 		if j.Automatic {
@@ -413,6 +428,9 @@ func (s *Service) scheduleRecovery(orgID, wsID string, gen int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := s.store.InTx(ctx, func(tx store.Store) error {
+		if err := tx.LockOrg(ctx, orgID); err != nil {
+			return err
+		}
 		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil || w.Generation != gen || w.Status != StatusFailed {
 			return err
@@ -453,6 +471,9 @@ func (s *Service) reconcile(ctx context.Context) error {
 			continue
 		}
 		h, ok := currentHandle(w)
+		if !ok {
+			h, ok = s.findBox(ctx, w)
+		}
 		if !ok {
 			// Intent recorded, box never started (a crash in between): a
 			// running job owns it, or nobody does and we start it.
@@ -546,4 +567,43 @@ func (s *Service) refreshStale(ctx context.Context) {
 
 func isStale(w store.Workspace, fp *fingerprinter) bool {
 	return hasBox(w.Status) && w.BoxFingerprint != "" && fp != nil && w.BoxFingerprint != fp.of(w.ID)
+}
+
+// findBox looks for a running box of the workspace's current generation
+// whose handle was never recorded (the control plane died between starting
+// it and writing it down). A box found is recorded and returned, so that it
+// is adopted rather than doubled.
+func (s *Service) findBox(ctx context.Context, w store.Workspace) (provision.Handle, bool) {
+	l, ok := s.provs[w.Runtime].(provision.Lister)
+	if !ok || w.Generation == 0 {
+		return provision.Handle{}, false
+	}
+	list, err := l.List(ctx)
+	if err != nil {
+		s.log.Warn("list boxes", "runtime", w.Runtime, "err", err)
+		return provision.Handle{}, false
+	}
+	for _, h := range list {
+		if h.WorkspaceID != w.ID || h.Generation != w.Generation {
+			continue
+		}
+		hb, _ := json.Marshal(h)
+		err := s.store.InTx(ctx, func(tx store.Store) error {
+			cur, err := tx.GetWorkspaceForUpdate(ctx, w.OrgID, w.ID)
+			if err != nil {
+				return err
+			}
+			if cur.Generation != w.Generation || cur.Box != "" {
+				return Conflict("superseded")
+			}
+			cur.Box = string(hb)
+			return tx.UpdateWorkspace(ctx, cur)
+		})
+		if err != nil {
+			return provision.Handle{}, false
+		}
+		s.log.Info("found an unrecorded box", "workspace_id", w.ID, "generation", w.Generation, "id", h.ID)
+		return h, true
+	}
+	return provision.Handle{}, false
 }

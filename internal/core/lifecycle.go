@@ -423,6 +423,10 @@ func (s *Service) boxExited(ctx context.Context, bw *boxWatch, w store.Workspace
 			what = fmt.Sprintf("exited with code %d", st.ExitCode)
 		}
 	}
+	if s.replacedElsewhere(ctx, w, bw.gen) {
+		bw.resolve(errors.New("superseded by a newer box"))
+		return
+	}
 	msg := fmt.Sprintf("box generation %d %s", bw.gen, what)
 	if tail := s.logTail(w, 5); tail != "" {
 		msg += "; last output: " + tail
@@ -644,4 +648,39 @@ func (s *Service) stopCurrent(ctx context.Context, w store.Workspace, explicit b
 	}
 	s.unwatch(w.ID)
 	return s.terminate(ctx, w, h, explicit)
+}
+
+// replacedElsewhere reports whether a box that just exited was stopped on
+// purpose by another replica's restart: while such a job runs, wait for it
+// to move the workspace to a new generation before calling the exit a
+// failure.
+func (s *Service) replacedElsewhere(ctx context.Context, w store.Workspace, gen int64) bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		cur, err := s.store.GetWorkspace(ctx, w.OrgID, w.ID)
+		if err != nil {
+			return false
+		}
+		if cur.Generation != gen || !hasBox(cur.Status) {
+			return true
+		}
+		jobs, err := s.store.ListJobs(ctx, w.OrgID, w.ID, 5)
+		if err != nil {
+			return false
+		}
+		busy := false
+		now := s.clock.Now()
+		for _, j := range jobs {
+			busy = busy || (j.State == store.JobRunning && j.LeaseOwner != s.owner && j.LeaseUntil.After(now))
+		}
+		if !busy {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return false
 }

@@ -53,7 +53,7 @@ type RuntimeConfig struct {
 	LoopWindow time.Duration
 	LoopMax    int
 	// JobLease is how long a claimed job is its worker's before another
-	// replica may take it over (default 60s; renewed while running).
+	// replica may take it over (default 30s; renewed every third of it).
 	JobLease time.Duration
 	// PollInterval is the workers' backup poll (default 1s).
 	PollInterval time.Duration
@@ -81,7 +81,7 @@ func (c *RuntimeConfig) defaults() {
 	def(&c.CoalesceWindow, 2*time.Second)
 	def(&c.Jitter, 500*time.Millisecond)
 	def(&c.LoopWindow, 10*time.Minute)
-	def(&c.JobLease, 60*time.Second)
+	def(&c.JobLease, 30*time.Second)
 	def(&c.PollInterval, time.Second)
 	def(&c.HeartbeatTimeout, 15*time.Second)
 	def(&c.StableAfter, time.Minute)
