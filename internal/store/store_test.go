@@ -3,14 +3,9 @@ package store_test
 import (
 	"context"
 	"database/sql"
-	"io"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -125,11 +120,11 @@ func TestPostgresUnavailable(t *testing.T) {
 
 	t.Run("ServerGone", func(t *testing.T) {
 		u := pgURL(t)
-		p := newProxy(t, u)
-		s := open(t, p.url)
+		p := pgtest.NewProxy(t, u)
+		s := open(t, p.URL)
 		require.NoError(t, s.CreateOrg(ctx, store.Org{ID: "o1", Name: "before", CreatedAt: time.Now()}))
 
-		p.stop()
+		p.Stop()
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		require.ErrorIs(t, s.Ping(cctx), store.ErrUnavailable)
@@ -140,10 +135,10 @@ func TestPostgresUnavailable(t *testing.T) {
 			return tx.CreateOrg(cctx, store.Org{ID: "o2", Name: "during", CreatedAt: time.Now()})
 		})
 		require.ErrorIs(t, err, store.ErrUnavailable)
-		_, err = store.Open(cctx, p.url)
+		_, err = store.Open(cctx, p.URL)
 		require.ErrorIs(t, err, store.ErrUnavailable, "opening against a server that is down")
 
-		p.start()
+		p.Start()
 		recovers(t, func() error { return s.Ping(ctx) }) // the server is back
 		orgs, err := s.ListOrgs(ctx)
 		require.NoError(t, err)
@@ -187,118 +182,6 @@ func terminateBackends(t *testing.T, dsn string) {
 			WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n)
 		return err == nil && n == 0
 	}, 10*time.Second, 10*time.Millisecond)
-}
-
-// proxy stands between the store and PostgreSQL, so a test can take the
-// server away (nothing listens, open connections drop) and bring it back.
-type proxy struct {
-	t              *testing.T
-	network, laddr string // where the store connects
-	tnet, taddr    string // the real server
-	url            string
-	mu             sync.Mutex
-	ln             net.Listener
-	conns          map[net.Conn]struct{}
-	wg             sync.WaitGroup
-}
-
-func newProxy(t *testing.T, dsn string) *proxy {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dsn)
-	require.NoError(t, err)
-	port := strconv.Itoa(int(cfg.Port))
-	p := &proxy{t: t, conns: map[net.Conn]struct{}{}}
-	var host string
-	if strings.HasPrefix(cfg.Host, "/") {
-		// A short folder: unix socket paths are limited to ~100 bytes.
-		dir, err := os.MkdirTemp("", "pgproxy")
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = os.RemoveAll(dir) })
-		p.tnet, p.taddr = "unix", filepath.Join(cfg.Host, ".s.PGSQL."+port)
-		p.network, p.laddr = "unix", filepath.Join(dir, ".s.PGSQL."+port)
-		host = dir
-	} else {
-		p.tnet, p.taddr = "tcp", net.JoinHostPort(cfg.Host, port)
-		p.network, p.laddr = "tcp", "127.0.0.1:0"
-	}
-	p.start()
-	if p.network == "tcp" {
-		host, port, _ = net.SplitHostPort(p.laddr)
-	}
-	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		q := u.Query()
-		q.Set("host", host)
-		q.Set("port", port)
-		u.Host, u.RawQuery = "", q.Encode() // the query names the host
-		p.url = u.String()
-	} else {
-		p.url = dsn + " host=" + host + " port=" + port
-	}
-	t.Cleanup(p.stop)
-	return p
-}
-
-func (p *proxy) start() {
-	p.t.Helper()
-	ln, err := net.Listen(p.network, p.laddr)
-	require.NoError(p.t, err)
-	p.laddr = ln.Addr().String() // the port chosen, to listen there again
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Go(func() { p.serve(c) })
-		}
-	})
-}
-
-func (p *proxy) serve(c net.Conn) {
-	s, err := net.Dial(p.tnet, p.taddr)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil { // stopped meanwhile
-		p.mu.Unlock()
-		c.Close()
-		s.Close()
-		return
-	}
-	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	var wg sync.WaitGroup
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		dst.Close()
-		src.Close()
-	}
-	wg.Go(func() { pipe(s, c) })
-	wg.Go(func() { pipe(c, s) })
-	wg.Wait()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, s)
-	p.mu.Unlock()
-}
-
-// stop closes the listener (the socket file goes too) and every connection.
-func (p *proxy) stop() {
-	p.mu.Lock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }
 
 func TestSQLiteUnavailable(t *testing.T) {
