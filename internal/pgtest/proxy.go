@@ -128,4 +128,3 @@ func (p *Proxy) Stop() {
 	p.mu.Unlock()
 	p.wg.Wait()
 }
-
