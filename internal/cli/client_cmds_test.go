@@ -306,7 +306,6 @@ func TestClientSideBadInput(t *testing.T) {
 		{"audit negative limit", []string{"audit", "--limit", "-1"}, "--limit must be a positive number"},
 		{"audit bad before", []string{"audit", "--before", "abc"}, `invalid argument "abc"`},
 		{"audit args", []string{"audit", "now"}, `unknown command "now" for "orgplane audit"`},
-		{"restarts no workspace", []string{"restarts", "ls"}, "--workspace ID is required"},
 		{"secret set no key", []string{"secrets", "set"}, "accepts 1 arg(s), received 0"},
 		{"secret set empty value", []string{"secrets", "set", "K", "--value", ""}, "empty value for K: nothing sent"},
 		{"secret rm no key", []string{"secrets", "rm"}, "accepts 1 arg(s), received 0"},
@@ -833,6 +832,17 @@ func TestRestartsLs(t *testing.T) {
 	r = f.run("", "restarts", "ls", "--workspace", "ws_res", "--json")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.JSONEq(t, mustJSON(t, jobs), r.stdout)
+}
+
+func TestRestartsLsOrg(t *testing.T) {
+	t.Parallel()
+	f := newFakeAPI(t)
+	f.handle("GET /v1/restarts", 200, []client.RestartJob{testJob})
+	r := f.run("", "restarts", "ls", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	req := f.only()
+	require.Equal(t, "/v1/restarts", req.Path)
+	require.JSONEq(t, mustJSON(t, []client.RestartJob{testJob}), r.stdout)
 }
 
 func TestGroupWithoutSubcommandShowsHelp(t *testing.T) {

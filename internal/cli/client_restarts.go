@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -27,14 +26,11 @@ func newRestartsCmd(g *Globals) *cobra.Command {
 func newRestartsLsCmd(g *Globals) *cobra.Command {
 	var workspace string
 	cmd := &cobra.Command{
-		Use:     "ls --workspace ID",
+		Use:     "ls [--workspace ID]",
 		Aliases: []string{"list"},
-		Short:   "List a workspace's restart jobs, newest first",
+		Short:   "List restart jobs and decisions, newest first (the org's, or one workspace's)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if workspace == "" {
-				return errors.New("--workspace ID is required")
-			}
 			c, err := g.Client()
 			if err != nil {
 				return err
@@ -65,6 +61,6 @@ func newRestartsLsCmd(g *Globals) *cobra.Command {
 			return t.flush()
 		},
 	}
-	cmd.Flags().StringVar(&workspace, "workspace", "", "the workspace (required)")
+	cmd.Flags().StringVar(&workspace, "workspace", "", "only this workspace's (default: the whole org's; admins only)")
 	return cmd
 }

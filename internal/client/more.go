@@ -72,9 +72,14 @@ func (c *Client) ResumeWorkspace(ctx context.Context, id string) (Workspace, err
 }
 
 // ListRestarts lists a workspace's restart jobs, newest first.
+// An empty workspaceID lists the org's (admins only).
 func (c *Client) ListRestarts(ctx context.Context, workspaceID string) ([]RestartJob, error) {
 	var out []RestartJob
-	err := c.Do(ctx, http.MethodGet, "/v1/workspaces/"+esc(workspaceID)+"/restarts", nil, &out)
+	path := "/v1/restarts"
+	if workspaceID != "" {
+		path = "/v1/workspaces/" + esc(workspaceID) + "/restarts"
+	}
+	err := c.Do(ctx, http.MethodGet, path, nil, &out)
 	return out, err
 }
 

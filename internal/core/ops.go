@@ -84,6 +84,22 @@ func (s *Service) ListRestarts(ctx context.Context, id string, limit int) ([]sto
 	return s.store.ListJobs(ctx, p.OrgID, id, limit)
 }
 
+// ListOrgRestarts lists the org's restart jobs and decisions, newest
+// first; admins only.
+func (s *Service) ListOrgRestarts(ctx context.Context, limit int) ([]store.RestartJob, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireAdmin(p, "listing the org's restarts"); err != nil {
+		return nil, err
+	}
+	if limit < 0 || limit > 1000 {
+		return nil, Invalid("invalid_limit", "limit must be between 1 and 1000")
+	}
+	return s.store.ListJobs(ctx, p.OrgID, "", limit)
+}
+
 // GetRestart returns one job of the org.
 func (s *Service) GetRestart(ctx context.Context, id string) (store.RestartJob, error) {
 	p, err := principal(ctx)

@@ -525,6 +525,14 @@ func authzEndpoints() []endpoint {
 			check: func(t *testing.T, _ *authzFixture, _ *target, _ caller, r result) {
 				require.Equal(t, "text/event-stream", r.Header.Get("Content-Type"))
 			}},
+		{name: "restarts.list", method: "GET", path: fixed("/v1/restarts?limit=1000"), want: orgAdmin,
+			check: func(t *testing.T, f *authzFixture, _ *target, c caller, r result) {
+				for _, j := range decodeJSON[[]client.RestartJob](t, r) {
+					if c.class == otherOrg {
+						require.NotEqual(t, f.e.Org.Org.ID, j.OrgID, "another org's restarts leaked")
+					}
+				}
+			}},
 		{name: "restarts.get", method: "GET",
 			path: func(_ *authzFixture, tg *target) string { return "/v1/restarts/" + tg.job }, want: wsRead,
 			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {

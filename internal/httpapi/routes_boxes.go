@@ -21,6 +21,7 @@ func (s *Server) boxRoutes(r chi.Router) {
 	r.Get("/workspaces/{id}/restarts", s.listRestarts)
 	r.Post("/workspaces/{id}/heartbeat", s.heartbeat)
 	r.Get("/workspaces/{id}/logs", s.logs)
+	r.Get("/restarts", s.listOrgRestarts)
 	r.Get("/restarts/{id}", s.getRestart)
 
 	r.Get("/workspaces/{id}/secrets", s.listWorkspaceSecrets)
@@ -97,6 +98,24 @@ func (s *Server) listRestarts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list, err := s.svc.ListRestarts(ctx(r), chi.URLParam(r, "id"), int(limit))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]client.RestartJob, len(list))
+	for i, j := range list {
+		out[i] = JobJSON(j)
+	}
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) listOrgRestarts(w http.ResponseWriter, r *http.Request) {
+	limit, err := intQuery(r, "limit")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list, err := s.svc.ListOrgRestarts(ctx(r), int(limit))
 	if err != nil {
 		s.fail(w, r, err)
 		return
