@@ -164,7 +164,7 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 	case j.RequestedBy == "" && j.Reason == ReasonBoxFailed:
 		// Recovery of a dead box: moot if the box is back or replaced.
 		if w.Status != StatusFailed {
-			// Fix (propagation tests): unless secret changes were merged into
+			// Unless secret changes were merged into
 			// this job while it was pending (decisions "coalesced"): they were
 			// promised a restart, so the rules decide, as for an automatic
 			// job. Superseding it dropped them and left the box stale; seen
@@ -186,10 +186,9 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 		return store.JobSkipped, propagation.ReasonExternalRuntime, ""
 	}
 	explicit := !j.Automatic && j.RequestedBy != ""
-	// Fix (propagation tests): bringing back a platform box that died on its
-	// own terminates nothing, so it needs no stop; the guard in stopCurrent
-	// refused that stop and left the org root down for good (the job ended
-	// skipped, platform_root). A live platform box is still never stopped.
+	// Bringing back a platform box that died on its own terminates nothing,
+	// so it needs no stop (which the guard would refuse, leaving the org
+	// root down). A live platform box is still never stopped automatically.
 	deadPlatform := w.Kind == store.KindPlatform && !explicit && j.Reason == ReasonBoxFailed &&
 		w.Status == StatusFailed && s.boxGone(ctx, w)
 	if (hasBox(w.Status) || w.Status == StatusFailed) && !deadPlatform {
@@ -216,10 +215,9 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 		if ctx.Err() != nil {
 			return "", "", ""
 		}
-		// Fix (propagation tests): err.Error(), not AsError(err).Message,
-		// which turned every provision failure into "internal error" on the
-		// job and its audit entry. The message is the one markFailed already
-		// put in the workspace's last_error (provisioner errors are redacted).
+		// The error's own text, not AsError's (which would say "internal
+		// error"): it is the message markFailed put in the workspace's
+		// last_error, and provisioner errors are already redacted.
 		return store.JobFailed, j.Reason, err.Error()
 	}
 	return s.await(ctx, bw)
@@ -283,7 +281,7 @@ func (s *Service) recheck(ctx context.Context, j store.RestartJob, w store.Works
 	t := targetOf(f)
 	t.PendingRestart = false
 	if t.RecentAutoRestarts > s.limits().MaxAutoRestarts && !t.LoopBroken {
-		// Fix (propagation tests): an admin restart lifts the breaker.
+		// An admin restart lifts the breaker.
 		t.RecentAutoRestarts = s.autoRestartsSinceAdmin(ctx, s.store, j.OrgID, j.WorkspaceID, since, t.RecentAutoRestarts)
 	}
 	if t.RecentAutoRestarts > 0 {
@@ -404,12 +402,10 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		return
 	}
 	if state == store.JobFailed && j.Reason == ReasonBoxFailed && j.RequestedBy == "" && gen > 0 {
-		// Fix (e2e tests): a recovery job has one attempt and owns the box it
-		// provisions, so neither boxExited nor the provision deadline
-		// schedules the next recovery when that box fails too: a crash loop
-		// stopped after one retry, still failed, and the bound
-		// (MaxProvisionRetries, then box.gave_up) was never reached. The next
-		// recovery is queued here; scheduleRecovery applies the bound.
+		// A recovery job has one attempt and owns the box it provisions, so
+		// neither boxExited nor the provision deadline queues the next
+		// recovery when that box fails too; it is queued here, and
+		// scheduleRecovery applies the bound (then box.gave_up).
 		s.scheduleRecovery(j.OrgID, j.WorkspaceID, gen)
 	}
 	s.metrics.Restarts.WithLabelValues(state).Inc()

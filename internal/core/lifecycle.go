@@ -158,10 +158,9 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 			return err
 		}
 		if cur.Status == StatusPaused {
-			// Fix (propagation property test): a pause that commits while a
-			// restart job or a resume is on its way here wins. paused ->
-			// provisioning is resume's transition alone, and resume writes
-			// provisioning before it starts the box.
+			// A pause that commits while a restart job or a resume is on its
+			// way here wins: paused -> provisioning is resume's transition
+			// alone, and resume writes provisioning before it starts the box.
 			return Conflict("workspace %s is paused", wsID)
 		}
 		now := s.clock.Now()
@@ -227,10 +226,9 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 			return Conflict("superseded")
 		}
 		if !hasBox(cur.Status) {
-			// Fix (e2e tests): deleted or paused while the box was starting.
-			// The delete/pause saw no box to stop (none was recorded yet), so
-			// recording this one would leave it running (or, for docker, its
-			// container) with nobody to stop it.
+			// Deleted or paused while the box was starting: the delete or
+			// pause saw no box to stop (none was recorded yet), so recording
+			// this one would leave it running with nobody to stop it.
 			return Conflict("workspace %s became %s while its box started", wsID, cur.Status)
 		}
 		cur.Box = string(hb)

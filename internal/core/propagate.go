@@ -101,7 +101,7 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 	for _, f := range facts {
 		t := targetOf(f)
 		if t.RecentAutoRestarts >= s.limits().MaxAutoRestarts && !t.LoopBroken {
-			// Fix (propagation tests): an admin restart lifts the breaker.
+			// An admin restart lifts the breaker.
 			t.RecentAutoRestarts = s.autoRestartsSinceAdmin(ctx, tx, ch.OrgID, f.WorkspaceID, since, t.RecentAutoRestarts)
 		}
 		switch {
