@@ -124,26 +124,25 @@ func (k *Keyring) sweep(ctx context.Context, st store.Store, target string, opts
 			if len(batch) == 0 {
 				break
 			}
-			err = st.InTx(ctx, func(tx store.Store) error {
-				for _, sec := range batch {
-					v, err := k.decrypt(ctx, st, sec)
-					if err != nil {
-						return err
-					}
-					fresh, err := k.encrypt(sec, v)
-					if err != nil {
-						return err
-					}
-					ok, err := tx.ReencryptSecret(ctx, fresh, sec.KeyID)
-					if err != nil {
-						return err
-					}
-					if ok {
-						done++
-					}
+			fresh := make([]store.Secret, len(batch))
+			for i, sec := range batch {
+				v, err := k.decrypt(ctx, st, sec)
+				if err != nil {
+					return done, 0, err
 				}
-				return nil
+				if fresh[i], err = k.encrypt(sec, v); err != nil {
+					return done, 0, err
+				}
+			}
+			// A row written meanwhile (another version) is left alone: it is
+			// counted again by the next sweep if it still uses the old key.
+			var n int
+			err = st.InTx(ctx, func(tx store.Store) error {
+				var err error
+				n, err = tx.ReencryptSecrets(ctx, fresh, dk.ID)
+				return err
 			})
+			done += int64(n)
 			if err != nil {
 				return done, 0, fmt.Errorf("re-encrypt batch: %w", err)
 			}

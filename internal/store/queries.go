@@ -410,10 +410,13 @@ func (s *sqlStore) SecretsByKeyID(ctx context.Context, keyID string, after Secre
 		ORDER BY org_id, workspace_id, key LIMIT $5`, keyID, after.OrgID, after.WorkspaceID, after.Key, limit)
 }
 
+// ReencryptSecret rewrites the row only if it is still the version that was
+// read and still under fromKeyID: a value written meanwhile is never
+// replaced by the re-encryption of an older one.
 func (s *sqlStore) ReencryptSecret(ctx context.Context, x Secret, fromKeyID string) (bool, error) {
 	err := affected(s.w.ExecContext(ctx, `UPDATE secrets SET key_id = $4, ciphertext = $5
-		WHERE org_id = $1 AND workspace_id = $2 AND key = $3 AND key_id = $6`,
-		x.OrgID, x.WorkspaceID, x.Key, x.KeyID, x.Ciphertext, fromKeyID))
+		WHERE org_id = $1 AND workspace_id = $2 AND key = $3 AND key_id = $6 AND version = $7`,
+		x.OrgID, x.WorkspaceID, x.Key, x.KeyID, x.Ciphertext, fromKeyID, x.Version))
 	if err == ErrNotFound {
 		return false, nil // changed or deleted meanwhile: nothing to do
 	}
@@ -421,6 +424,39 @@ func (s *sqlStore) ReencryptSecret(ctx context.Context, x Secret, fromKeyID stri
 		return false, fmt.Errorf("re-encrypt secret: %w", err)
 	}
 	return true, nil
+}
+
+func (s *sqlStore) ReencryptSecrets(ctx context.Context, batch []Secret, fromKeyID string) (int, error) {
+	if s.dialect != Postgres {
+		n := 0
+		for _, x := range batch {
+			ok, err := s.ReencryptSecret(ctx, x, fromKeyID)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				n++
+			}
+		}
+		return n, nil
+	}
+	// One statement per batch: a round trip per row would dominate.
+	orgs, wss, keys, kids := make([]string, len(batch)), make([]string, len(batch)), make([]string, len(batch)), make([]string, len(batch))
+	cts, versions := make([][]byte, len(batch)), make([]int64, len(batch))
+	for i, x := range batch {
+		orgs[i], wss[i], keys[i], kids[i], cts[i], versions[i] = x.OrgID, x.WorkspaceID, x.Key, x.KeyID, x.Ciphertext, x.Version
+	}
+	res, err := s.w.ExecContext(ctx, `UPDATE secrets s SET key_id = v.key_id, ciphertext = v.ciphertext
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $7::bigint[])
+			AS v(org_id, workspace_id, key, key_id, ciphertext, version)
+		WHERE s.org_id = v.org_id AND s.workspace_id = v.workspace_id AND s.key = v.key
+			AND s.key_id = $6 AND s.version = v.version`,
+		orgs, wss, keys, kids, cts, fromKeyID, versions)
+	if err != nil {
+		return 0, fmt.Errorf("re-encrypt secrets: %w", mapErr(err))
+	}
+	n, err := res.RowsAffected()
+	return int(n), mapErr(err)
 }
 
 func (s *sqlStore) CountSecretsByKeyID(ctx context.Context, keyID string) (int64, error) {

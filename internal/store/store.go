@@ -85,6 +85,9 @@ type Store interface {
 	// ReencryptSecret replaces a secret's ciphertext and key id if it is
 	// still encrypted under fromKeyID; it changes neither value nor version.
 	ReencryptSecret(ctx context.Context, s Secret, fromKeyID string) (bool, error)
+	// ReencryptSecrets is ReencryptSecret for a batch; it returns how many
+	// rows it rewrote.
+	ReencryptSecrets(ctx context.Context, batch []Secret, fromKeyID string) (int, error)
 	CountSecretsByKeyID(ctx context.Context, keyID string) (int64, error)
 	// ListSecretMACs lists every secret of the org, both scopes, without
 	// ciphertexts: enough to compute fingerprints and overrides.

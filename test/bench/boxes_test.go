@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,8 @@ func waitHealthy(b *testing.B, e *testenv.Env, events <-chan core.Event, wsID st
 	}
 }
 
+var seq atomic.Int64
+
 // BenchmarkProcessBox: provision (create → healthy) and explicit restart
 // (request → new generation healthy) of one process box running the
 // reference agent.
@@ -68,7 +71,7 @@ func BenchmarkProcessBox(b *testing.B) {
 	ctx := context.Background()
 	b.Run("provision", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: fmt.Sprintf("p%d-%d", b.N, i)})
+			w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: fmt.Sprintf("p%d", seq.Add(1))})
 			require.NoError(b, err)
 			waitHealthy(b, e, events, w.ID, 1)
 		}

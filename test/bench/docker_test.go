@@ -48,7 +48,7 @@ func BenchmarkDockerBox(b *testing.B) {
 	spec, _ := json.Marshal(map[string]any{"image": img, "command": []string{"/box", "agent"}, "ready_after_seconds": 600})
 	b.Run("provision", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: fmt.Sprintf("d%d-%d", b.N, i), Runtime: "docker", Spec: spec})
+			w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: fmt.Sprintf("d%d", seq.Add(1)), Runtime: "docker", Spec: spec})
 			require.NoError(b, err)
 			created = append(created, w.ID)
 			waitHealthy(b, e, events, w.ID, 1)

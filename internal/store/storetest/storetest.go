@@ -1041,10 +1041,18 @@ func testReencryptSecret(t *testing.T, f *fixture) {
 		CreatedAt: t0, UpdatedAt: t0.Add(time.Minute)}
 	require.NoError(t, f.s.PutSecret(f.ctx, x))
 
+	// A re-encryption of an older version (the value was rewritten since
+	// it was read) changes nothing.
+	stale := x
+	stale.KeyID, stale.Ciphertext, stale.Version = k2.ID, []byte("stale"), 2
+	ok, err := f.s.ReencryptSecret(f.ctx, stale, k1.ID)
+	require.NoError(t, err)
+	require.False(t, ok)
+
 	re := x
 	re.KeyID, re.Ciphertext = k2.ID, []byte("new")
-	re.Version, re.ValueMAC, re.UpdatedAt = 99, "other-mac", t0.Add(time.Hour) // ignored
-	ok, err := f.s.ReencryptSecret(f.ctx, re, k1.ID)
+	re.ValueMAC, re.UpdatedAt = "other-mac", t0.Add(time.Hour) // ignored
+	ok, err = f.s.ReencryptSecret(f.ctx, re, k1.ID)
 	require.NoError(t, err)
 	require.True(t, ok)
 	got, err := f.s.GetSecret(f.ctx, o.ID, "", "A")
@@ -1073,6 +1081,26 @@ func testReencryptSecret(t *testing.T, f *fixture) {
 	bad.KeyID = "k-missing"
 	_, err = f.s.ReencryptSecret(f.ctx, bad, k2.ID)
 	require.ErrorIs(t, err, store.ErrConflict, "the new key must exist")
+
+	// The batch form: rewrites exactly the rows still at their version and
+	// under the old key.
+	var batch []store.Secret
+	for i, v := range []int64{1, 1, 1} {
+		y := store.Secret{OrgID: o.ID, Key: fmt.Sprintf("B%d", i), KeyID: k1.ID, Ciphertext: []byte("old"), ValueMAC: "m",
+			Version: v, CreatedAt: t0, UpdatedAt: t0}
+		require.NoError(t, f.s.PutSecret(f.ctx, y))
+		y.KeyID, y.Ciphertext = k2.ID, []byte("new")
+		batch = append(batch, y)
+	}
+	batch[1].Version = 7 // read before a write that the row no longer matches
+	n, err := f.s.ReencryptSecrets(f.ctx, batch, k1.ID)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	for i, want := range []string{k2.ID, k1.ID, k2.ID} {
+		got, err := f.s.GetSecret(f.ctx, o.ID, "", fmt.Sprintf("B%d", i))
+		require.NoError(t, err)
+		require.Equal(t, want, got.KeyID)
+	}
 }
 
 func testSecretMACs(t *testing.T, f *fixture) {
