@@ -546,16 +546,8 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 		return false, err
 	}
 	if first {
-		toks, err := tx.ListTokens(ctx, w.OrgID)
-		if err != nil {
+		if err := tx.RevokeBoxTokens(ctx, w.OrgID, w.ID, gen, now); err != nil {
 			return false, err
-		}
-		for _, t := range toks {
-			if t.WorkspaceID == w.ID && t.BoxGeneration > 0 && t.BoxGeneration < gen && t.RevokedAt.IsZero() {
-				if err := tx.RevokeToken(ctx, w.OrgID, t.ID, now); err != nil {
-					return false, err
-				}
-			}
 		}
 		if _, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(w.OrgID), auditEvent{
 			Action: "box.healthy", TargetKind: "workspace", TargetID: w.ID, WorkspaceID: w.ID,

@@ -265,12 +265,7 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 	if gen <= 0 {
 		return Workspace{}, Invalid("invalid_generation", "generation must be a positive integer")
 	}
-	var out store.Workspace
-	err = s.store.InTx(ctx, func(tx store.Store) error {
-		w, err := tx.GetWorkspaceForUpdate(ctx, p.OrgID, id)
-		if err != nil {
-			return err
-		}
+	check := func(w store.Workspace) error {
 		if w.Generation != gen {
 			return Conflict("stale generation %d: the current box is generation %d", gen, w.Generation)
 		}
@@ -279,6 +274,23 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 		}
 		if !hasBox(w.Status) {
 			return Conflict("workspace %s is %s", id, w.Status)
+		}
+		return nil
+	}
+	// A running box that beat recently needs no write: heartbeats are the
+	// most frequent call, and the store has one writer on SQLite.
+	if w, err := s.store.GetWorkspace(ctx, p.OrgID, id); err == nil && check(w) == nil &&
+		w.Status == StatusRunning && s.clock.Now().Sub(w.HeartbeatAt) < s.cfg.HeartbeatTimeout/3 {
+		return Workspace{Workspace: w}, nil
+	}
+	var out store.Workspace
+	err = s.store.InTx(ctx, func(tx store.Store) error {
+		w, err := tx.GetWorkspaceForUpdate(ctx, p.OrgID, id)
+		if err != nil {
+			return err
+		}
+		if err := check(w); err != nil {
+			return err
 		}
 		now := s.clock.Now()
 		w.HeartbeatAt = now
@@ -299,7 +311,7 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 		return Workspace{}, err
 	}
 	s.nudge(id)
-	return s.view(out), nil
+	return Workspace{Workspace: out}, nil
 }
 
 // Logs returns the last lines of a workspace's box output; admins only.

@@ -153,7 +153,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, WorkspaceJSON(ws))
+	writeJSON(w, 200, map[string]any{"workspace_id": ws.ID, "generation": ws.Generation, "status": ws.Status})
 }
 
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) {

@@ -223,6 +223,15 @@ func (s *sqlStore) RevokeToken(ctx context.Context, orgID, id string, at time.Ti
 	return nil
 }
 
+func (s *sqlStore) RevokeBoxTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE org_id = $1 AND workspace_id = $2
+		AND box_generation > 0 AND box_generation < $3 AND revoked_at = 0`, orgID, workspaceID, before, toMicros(at))
+	if err != nil {
+		return fmt.Errorf("revoke box tokens: %w", mapErr(err))
+	}
+	return nil
+}
+
 func (s *sqlStore) TouchToken(ctx context.Context, id string, at time.Time) error {
 	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET last_used_at = $2 WHERE id = $1`, id, toMicros(at))
 	return mapErr(err)

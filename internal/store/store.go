@@ -59,6 +59,9 @@ type Store interface {
 	ListTokens(ctx context.Context, orgID string) ([]Token, error)
 	RevokeToken(ctx context.Context, orgID, id string, at time.Time) error
 	TouchToken(ctx context.Context, id string, at time.Time) error
+	// RevokeBoxTokens revokes the live tokens minted for the workspace's
+	// boxes of generations before gen.
+	RevokeBoxTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error
 
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
 	ListAudit(ctx context.Context, orgID string, f AuditFilter) ([]AuditEntry, error)
