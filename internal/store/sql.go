@@ -29,6 +29,7 @@ type sqlStore struct {
 	rdb     *sql.DB // SQLite read pool; nil on Postgres
 	w, r    querier // where this Store writes and reads (a tx inside InTx)
 	inTx    bool
+	conn    *sql.Conn // the connection of the transaction (Postgres, inside InTx)
 }
 
 func (s *sqlStore) Dialect() string { return s.dialect }
@@ -62,7 +63,14 @@ func (s *sqlStore) InTx(ctx context.Context, fn func(Store) error) error {
 	if s.inTx {
 		return fn(s) // nested: join the outer transaction
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	// The transaction runs on a connection we hold, so that Postgres bulk
+	// writes can use COPY on it (conn.Raw) inside the transaction.
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", mapErr(err))
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", mapErr(err))
 	}
@@ -70,7 +78,7 @@ func (s *sqlStore) InTx(ctx context.Context, fn func(Store) error) error {
 	// SQLite it would hold the only writer connection for good. After
 	// Commit this is a no-op.
 	defer tx.Rollback() //nolint:errcheck
-	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true}
+	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true, conn: conn}
 	if err := fn(txs); err != nil {
 		_ = tx.Rollback()
 		return err

@@ -32,7 +32,8 @@ CREATE TABLE restart_jobs (
     started_at          BIGINT NOT NULL DEFAULT 0,
     finished_at         BIGINT NOT NULL DEFAULT 0
 );
-CREATE INDEX restart_jobs_ready ON restart_jobs (state, run_after);
+-- the queue: only unfinished jobs are ever looked up by state
+CREATE INDEX restart_jobs_ready ON restart_jobs (run_after) WHERE state IN ('pending', 'running');
 CREATE INDEX restart_jobs_workspace ON restart_jobs (workspace_id, created_at);
 -- coalescing: at most one pending restart per workspace
 CREATE UNIQUE INDEX restart_jobs_one_pending ON restart_jobs (workspace_id) WHERE state = 'pending';
@@ -40,4 +41,4 @@ CREATE UNIQUE INDEX restart_jobs_one_pending ON restart_jobs (workspace_id) WHER
 CREATE UNIQUE INDEX restart_jobs_one_running ON restart_jobs (workspace_id) WHERE state = 'running';
 CREATE INDEX workspaces_org_status ON workspaces (org_id, status);
 -- the loop breaker counts an org's recent automatic restarts
-CREATE INDEX restart_jobs_recent ON restart_jobs (org_id, started_at) WHERE automatic = 1;
+CREATE INDEX restart_jobs_recent ON restart_jobs (org_id, started_at) WHERE automatic = 1 AND started_at > 0;
