@@ -228,3 +228,32 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[int(p*float64(len(s)-1))]
 }
+
+// BenchmarkListWorkspacesAPI10k: GET /v1/workspaces of an org holding
+// 10,000 workspaces (JSON, stale computed), SQLite store, over loopback.
+func BenchmarkListWorkspacesAPI10k(b *testing.B) {
+	e := testenv.New(b, testenv.Options{})
+	now := time.Now().UTC()
+	for start := 0; start < 10_000; start += 1000 {
+		err := e.Store.InTx(context.Background(), func(tx store.Store) error {
+			for j := start; j < start+1000; j++ {
+				w := store.Workspace{ID: ids.New("w"), OrgID: e.Org.Org.ID, ParentID: e.Org.Platform.ID,
+					Name: fmt.Sprintf("w%05d", j), Kind: store.KindWorkspace, Runtime: "process", Spec: "{}",
+					Status: "stopped", RestartPolicy: "auto", CreatedAt: now, UpdatedAt: now}
+				if err := tx.InsertWorkspace(context.Background(), w); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		require.NoError(b, err)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		list, err := e.Admin.ListWorkspaces(ctx)
+		if err != nil || len(list) != 10_001 {
+			b.Fatalf("%d workspaces, %v", len(list), err)
+		}
+	}
+}
