@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -284,4 +286,30 @@ func KillAllBoxesUnder(url string) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+}
+
+// Wait polls cond every 50ms until it holds; on timeout it fails with
+// msg(), computed then, so that it can show the last state seen.
+func Wait(t testing.TB, timeout time.Duration, cond func() bool, msg func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s: %s", timeout, msg())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// SecretValue returns a random value to plant in a test; tests compare it,
+// never print it.
+func SecretValue(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 16)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return "s3cr3t-" + hex.EncodeToString(b)
 }

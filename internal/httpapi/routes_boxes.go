@@ -45,6 +45,14 @@ func JobJSON(j store.RestartJob) client.RestartJob {
 	}
 }
 
+func jobsJSON(list []store.RestartJob) []client.RestartJob {
+	out := make([]client.RestartJob, len(list))
+	for i, j := range list {
+		out[i] = JobJSON(j)
+	}
+	return out
+}
+
 type restartBody struct {
 	Reason string `json:"reason"`
 }
@@ -102,11 +110,7 @@ func (s *Server) listRestarts(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := make([]client.RestartJob, len(list))
-	for i, j := range list {
-		out[i] = JobJSON(j)
-	}
-	writeJSON(w, 200, out)
+	writeJSON(w, 200, jobsJSON(list))
 }
 
 func (s *Server) listOrgRestarts(w http.ResponseWriter, r *http.Request) {
@@ -120,11 +124,7 @@ func (s *Server) listOrgRestarts(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := make([]client.RestartJob, len(list))
-	for i, j := range list {
-		out[i] = JobJSON(j)
-	}
-	writeJSON(w, 200, out)
+	writeJSON(w, 200, jobsJSON(list))
 }
 
 func (s *Server) getRestart(w http.ResponseWriter, r *http.Request) {

@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -264,31 +262,13 @@ func apiStatus(err error) int {
 // bg is the context of API calls; the client has its own timeout.
 var bg = context.Background()
 
-// eventually polls cond every 50ms until it holds; on timeout it fails with
-// msg(), computed then (so it can show the last state seen).
+// eventually polls cond until it holds (see e2etest.Wait).
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %s", timeout, msg())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e2etest.Wait(t, timeout, cond, msg)
 }
 
-// secretValue returns a random value to plant; tests compare it, never
-// print it.
-func secretValue(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 16)
-	_, err := rand.Read(b)
-	require.NoError(t, err)
-	return "s3cr3t-" + hex.EncodeToString(b)
-}
+func secretValue(t *testing.T) string { return e2etest.SecretValue(t) }
 
 func spec(t *testing.T, v any) json.RawMessage {
 	t.Helper()

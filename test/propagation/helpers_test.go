@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -137,28 +136,13 @@ func oneBox(t *testing.T, url, wsID string) box {
 	return bs[0]
 }
 
-// eventually polls cond every 50ms; on timeout it fails with msg().
+// eventually polls cond until it holds (see e2etest.Wait).
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %s", timeout, msg())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e2etest.Wait(t, timeout, cond, msg)
 }
 
-func randomValue(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 16)
-	_, err := rand.Read(b)
-	require.NoError(t, err)
-	return "s3cr3t-" + hex.EncodeToString(b)
-}
+func randomValue(t *testing.T) string { return e2etest.SecretValue(t) }
 
 // plane is one control plane process and its admin client.
 type plane struct {
