@@ -343,7 +343,6 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		reason = j.Reason
 	}
 	retry := state == store.JobFailed && j.Attempts < j.MaxAttempts
-	var gen int64 // the generation this job provisioned, once recorded here
 	err := s.store.InTx(ctx, func(tx store.Store) error {
 		if err := tx.LockOrg(ctx, j.OrgID); err != nil {
 			return err
@@ -355,7 +354,6 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		if cur.LeaseOwner != s.owner || cur.State != store.JobRunning {
 			return nil // another replica took it over
 		}
-		gen = cur.Generation
 		cur.Reason, cur.Error, cur.UpdatedAt, cur.LeaseUntil = reason, errMsg, now, time.Time{}
 		action := "restart." + state
 		if retry {
@@ -372,6 +370,15 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		}
 		if err := tx.UpdateJob(ctx, cur); err != nil {
 			return err
+		}
+		if !retry && state == store.JobFailed && j.Reason == ReasonBoxFailed && j.RequestedBy == "" && cur.Generation > 0 {
+			// A recovery job has one attempt and owns the box it provisions,
+			// so neither boxExited nor the provision deadline queues the next
+			// recovery when that box fails too; it is queued here, and
+			// scheduleRecoveryTx applies the bound (then box.gave_up).
+			if err := s.scheduleRecoveryTx(ctx, tx, j.OrgID, j.WorkspaceID, cur.Generation); err != nil {
+				return err
+			}
 		}
 		if state == store.JobSucceeded && !j.Automatic && j.RequestedBy != "" {
 			// An admin's explicit restart clears the loop breaker.
@@ -401,12 +408,8 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		s.metrics.Restarts.WithLabelValues("retry").Inc()
 		return
 	}
-	if state == store.JobFailed && j.Reason == ReasonBoxFailed && j.RequestedBy == "" && gen > 0 {
-		// A recovery job has one attempt and owns the box it provisions, so
-		// neither boxExited nor the provision deadline queues the next
-		// recovery when that box fails too; it is queued here, and
-		// scheduleRecovery applies the bound (then box.gave_up).
-		s.scheduleRecovery(j.OrgID, j.WorkspaceID, gen)
+	if state == store.JobFailed && j.Reason == ReasonBoxFailed {
+		s.kick()
 	}
 	s.metrics.Restarts.WithLabelValues(state).Inc()
 	if state == store.JobSucceeded {
@@ -418,41 +421,32 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 	s.events.Publish(Event{OrgID: j.OrgID, Type: "restart." + state, WorkspaceID: j.WorkspaceID, TargetID: j.ID, Reason: reason})
 }
 
-// scheduleRecovery queues the re-provision of a dead box, with backoff, a
-// bounded number of times; after that the workspace stays failed.
-func (s *Service) scheduleRecovery(orgID, wsID string, gen int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := s.store.InTx(ctx, func(tx store.Store) error {
-		if err := tx.LockOrg(ctx, orgID); err != nil {
-			return err
-		}
-		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
-		if err != nil || w.Generation != gen || w.Status != StatusFailed {
-			return err
-		}
-		if w.Failures > s.cfg.MaxProvisionRetries {
-			_, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
-				Action: "box.gave_up", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
-				Detail: map[string]any{"generation": gen, "failures": w.Failures},
-			}, "failed"))
-			return err
-		}
-		if _, err := tx.GetPendingJob(ctx, wsID); err == nil {
-			return nil // a pending restart will provision it
-		}
-		now := s.clock.Now()
-		return tx.InsertJobs(ctx, []store.RestartJob{{
-			ID: ids.New("j"), OrgID: orgID, WorkspaceID: wsID, State: store.JobPending, Reason: ReasonBoxFailed,
-			Note: fmt.Sprintf("recovers generation %d", gen), MaxAttempts: 1, RunAfter: now.Add(s.cfg.RetryBackoff << max(w.Failures-1, 0)),
-			CreatedAt: now, UpdatedAt: now,
-		}})
-	})
-	if err != nil {
-		s.log.Error("schedule box recovery", "workspace_id", wsID, "err", err)
-		return
+// scheduleRecoveryTx queues the re-provision of a dead box, with backoff, a
+// bounded number of times; after that the workspace stays failed. It runs
+// in the caller's transaction, so that a failure and its recovery commit
+// together: nobody ever sees the one without the other. The caller holds
+// the org lock.
+func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID, wsID string, gen int64) error {
+	w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
+	if err != nil || w.Generation != gen || w.Status != StatusFailed {
+		return err
 	}
-	s.kick()
+	if w.Failures > s.cfg.MaxProvisionRetries {
+		_, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
+			Action: "box.gave_up", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
+			Detail: map[string]any{"generation": gen, "failures": w.Failures},
+		}, "failed"))
+		return err
+	}
+	if _, err := tx.GetPendingJob(ctx, wsID); err == nil {
+		return nil // a pending restart will provision it
+	}
+	now := s.clock.Now()
+	return tx.InsertJobs(ctx, []store.RestartJob{{
+		ID: ids.New("j"), OrgID: orgID, WorkspaceID: wsID, State: store.JobPending, Reason: ReasonBoxFailed,
+		Note: fmt.Sprintf("recovers generation %d", gen), MaxAttempts: 1, RunAfter: now.Add(s.cfg.RetryBackoff << max(w.Failures-1, 0)),
+		CreatedAt: now, UpdatedAt: now,
+	}})
 }
 
 // reconcile adopts, at start, the boxes a previous run left: running ones
@@ -482,12 +476,12 @@ func (s *Service) reconcile(ctx context.Context) error {
 					continue
 				}
 			}
-			s.startAsync(w.OrgID, w.ID, "reconcile")
+			s.startAsync(w.OrgID, w.ID, w.Generation, "reconcile")
 			continue
 		}
 		prov := s.provs[w.Runtime]
 		if prov == nil {
-			s.markFailed(w.OrgID, w.ID, w.Generation, "runtime", fmt.Sprintf("runtime %s is not enabled on this control plane", w.Runtime))
+			s.markFailed(w.OrgID, w.ID, w.Generation, "runtime", fmt.Sprintf("runtime %s is not enabled on this control plane", w.Runtime), false)
 			continue
 		}
 		st, err := prov.Adopt(ctx, h)
@@ -499,28 +493,63 @@ func (s *Service) reconcile(ctx context.Context) error {
 		if err == nil && st.Reason != "" {
 			why += ": " + st.Reason
 		}
-		if s.markFailed(w.OrgID, w.ID, w.Generation, "missing", fmt.Sprintf("box generation %d: %s", w.Generation, why)) {
-			s.scheduleRecovery(w.OrgID, w.ID, w.Generation)
-		}
+		s.markFailed(w.OrgID, w.ID, w.Generation, "missing", fmt.Sprintf("box generation %d: %s", w.Generation, why), true)
 	}
 	return nil
 }
 
 // startAsync provisions a workspace's box in the background (create,
-// resume): it is not a restart, so it does not wait for the governor.
-func (s *Service) startAsync(orgID, wsID, cause string) {
+// resume, a start that never happened): it is not a restart, so it does not
+// wait for the governor. It starts nothing unless the workspace is still
+// provisioning generation gen with no box, so a second call cannot double it.
+func (s *Service) startAsync(orgID, wsID string, gen int64, cause string) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		unlock := s.lockWS(wsID)
 		defer unlock()
+		w, err := s.store.GetWorkspace(s.bgCtx, orgID, wsID)
+		if err != nil || w.Status != StatusProvisioning || w.Box != "" || w.Generation != gen {
+			return
+		}
 		if _, err := s.startBox(s.bgCtx, orgID, wsID, cause, false, nil); err != nil && s.bgCtx.Err() == nil {
 			s.log.Warn("start box", "workspace_id", wsID, "err", AsError(err).Message)
 		}
 	}()
 }
 
-// housekeeping refreshes the stale gauge and reloads the key ring.
+// startStuck starts the boxes that are provisioning with no box for longer
+// than a provision deadline and that no job owns: a start that failed before
+// it could record anything (the store was away, say) is retried rather than
+// left waiting for the next control-plane restart.
+func (s *Service) startStuck(ctx context.Context) {
+	list, err := s.store.ListActiveWorkspaces(ctx)
+	if err != nil {
+		return
+	}
+	now := s.clock.Now()
+	for _, w := range list {
+		if w.Status != StatusProvisioning || w.Box != "" || w.Runtime == RuntimeExternal ||
+			now.Sub(w.UpdatedAt) < s.cfg.ProvisionTimeout {
+			continue
+		}
+		jobs, err := s.store.ListJobs(ctx, w.OrgID, w.ID, 5)
+		if err != nil {
+			continue
+		}
+		owned := false
+		for _, j := range jobs {
+			owned = owned || j.State == store.JobRunning
+		}
+		if !owned {
+			s.log.Warn("starting a box whose start never happened", "workspace_id", w.ID, "generation", w.Generation)
+			s.startAsync(w.OrgID, w.ID, w.Generation, "stuck")
+		}
+	}
+}
+
+// housekeeping refreshes the stale gauge, reloads the key ring and starts
+// boxes whose start never happened.
 func (s *Service) housekeeping(ctx context.Context) {
 	t := time.NewTicker(15 * time.Second)
 	defer t.Stop()
@@ -533,6 +562,7 @@ func (s *Service) housekeeping(ctx context.Context) {
 			if err := s.keys.Reload(ctx, s.store); err != nil && ctx.Err() == nil {
 				s.log.Warn("reload data keys", "err", err)
 			}
+			s.startStuck(ctx)
 		}
 	}
 }

@@ -194,10 +194,7 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 	s.events.Publish(Event{OrgID: orgID, Type: "box.provision", WorkspaceID: wsID, Status: StatusProvisioning})
 	fail := func(cause, msg string) (*boxWatch, error) {
 		err := errors.New(msg)
-		s.markFailed(orgID, wsID, w.Generation, cause, msg)
-		if !owned {
-			s.scheduleRecovery(orgID, wsID, w.Generation)
-		}
+		s.markFailed(orgID, wsID, w.Generation, cause, msg, !owned)
 		return nil, err
 	}
 	switch {
@@ -393,15 +390,12 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 			}
 			msg := fmt.Sprintf("box generation %d was not healthy within %s (%s)", bw.gen, s.cfg.ProvisionTimeout, how)
 			s.metrics.Provisions.WithLabelValues(w.Runtime, "timeout").Inc()
-			if s.markFailed(w.OrgID, w.ID, bw.gen, "provision_timeout", msg) {
-				// An unhealthy box is stopped, except the platform's: orgplane
-				// never terminates it on its own. An admin decides.
-				if w.Kind != store.KindPlatform {
-					_ = s.terminate(context.WithoutCancel(ctx), w, bw.handle, false)
-				}
-				if !bw.owned && w.Kind != store.KindPlatform {
-					s.scheduleRecovery(w.OrgID, w.ID, bw.gen)
-				}
+			// An unhealthy box is stopped and recovered, except the
+			// platform's: orgplane never terminates it on its own. An admin
+			// decides.
+			if s.markFailed(w.OrgID, w.ID, bw.gen, "provision_timeout", msg, !bw.owned && w.Kind != store.KindPlatform) &&
+				w.Kind != store.KindPlatform {
+				_ = s.terminate(context.WithoutCancel(ctx), w, bw.handle, false)
 			}
 			bw.resolve(errors.New(msg))
 			return
@@ -434,11 +428,10 @@ func (s *Service) boxExited(ctx context.Context, bw *boxWatch, w store.Workspace
 		cause = "exited_during_provision"
 	}
 	s.metrics.Provisions.WithLabelValues(w.Runtime, cause).Inc()
-	if s.markFailed(w.OrgID, w.ID, bw.gen, cause, msg) && (healthy || !bw.owned) {
-		// A dead box is brought back: that terminates nothing, so it holds
-		// for the platform workspace too.
-		s.scheduleRecovery(w.OrgID, w.ID, bw.gen)
-	}
+	// A dead box is brought back: that terminates nothing, so it holds for
+	// the platform workspace too. A box a restart job owns is that job's to
+	// retry until it has been healthy.
+	s.markFailed(w.OrgID, w.ID, bw.gen, cause, msg, healthy || !bw.owned)
 	bw.resolve(errors.New(msg))
 }
 
@@ -465,11 +458,20 @@ func (s *Service) logTail(w store.Workspace, n int) string {
 // markFailed records that a generation's box failed, on a fresh context (the
 // caller's may be the one that timed out). It reports whether it wrote: a
 // newer generation or a deliberate stop wins.
-func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string) bool {
+//
+// With recover, the recovery (a re-provision with backoff, within the retry
+// bound) is queued in the same transaction: a failure and its recovery are
+// never seen apart.
+func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string, recover bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	wrote := false
 	err := s.store.InTx(ctx, func(tx store.Store) error {
+		if recover {
+			if err := tx.LockOrg(ctx, orgID); err != nil {
+				return err
+			}
+		}
 		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil {
 			return err
@@ -494,7 +496,10 @@ func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string) b
 			Action: "box.failed", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
 			Detail: map[string]any{"generation": gen, "cause": cause, "error": msg, "failures": w.Failures},
 		}, "failed"))
-		return err
+		if err != nil || !recover {
+			return err
+		}
+		return s.scheduleRecoveryTx(ctx, tx, orgID, wsID, gen)
 	})
 	if err != nil {
 		s.log.Error("record box failure", "workspace_id", wsID, "generation", gen, "cause", cause, "err", err)
@@ -504,6 +509,9 @@ func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string) b
 		s.metrics.BoxFailures.WithLabelValues(cause).Inc()
 		s.log.Warn("box failed", "workspace_id", wsID, "generation", gen, "cause", cause, "error", msg)
 		s.events.Publish(Event{OrgID: orgID, Type: "box.failed", WorkspaceID: wsID, Status: StatusFailed, Reason: cause})
+		if recover {
+			s.kick()
+		}
 	}
 	return wrote
 }

@@ -203,7 +203,7 @@ func (s *Service) pauseResume(ctx context.Context, id string, pause bool) (Works
 		if pause {
 			s.stopAsync(before, "paused")
 		} else if before.Runtime != RuntimeExternal {
-			s.startAsync(before.OrgID, before.ID, "resume")
+			s.startAsync(before.OrgID, before.ID, before.Generation, "resume")
 		}
 	}
 	return s.view(root), nil

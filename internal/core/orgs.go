@@ -72,7 +72,7 @@ func (s *Service) StartPending(ctx context.Context, orgID, wsID string) error {
 		return err
 	}
 	if w.Status == StatusProvisioning && w.Box == "" {
-		s.startAsync(orgID, wsID, "bootstrap")
+		s.startAsync(orgID, wsID, w.Generation, "bootstrap")
 	}
 	return nil
 }

@@ -132,14 +132,30 @@ func runPropSequence(t *testing.T, seed uint64, postgres bool, n int) {
 	counts, err := e.Store.CountJobsByState(ctx)
 	require.NoError(t, err)
 	require.Zero(t, counts[store.JobPending]+counts[store.JobRunning], "seed %d: jobs left: %v", seed, counts)
-	// At most one live box per workspace; paused workspaces have none.
-	live := map[string]int{}
-	hs, err := e.Fake.List(ctx)
-	require.NoError(t, err)
-	for _, h := range hs {
-		if st, ok := e.Fake.State(h); ok && st.Running {
-			live[h.WorkspaceID]++
+	// At most one live box per workspace; paused workspaces have none. A
+	// pause stops its boxes in the background (after any job holding the
+	// workspace), so give that a moment to land.
+	liveBoxes := func() map[string]int {
+		live := map[string]int{}
+		hs, err := e.Fake.List(ctx)
+		require.NoError(t, err)
+		for _, h := range hs {
+			if st, ok := e.Fake.State(h); ok && st.Running {
+				live[h.WorkspaceID]++
+			}
 		}
+		return live
+	}
+	live := liveBoxes()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		settled := true
+		for id := range w.paused {
+			settled = settled && (!w.paused[id] || live[id] == 0)
+		}
+		if settled {
+			break
+		}
+		live = liveBoxes()
 	}
 	for _, id := range append([]string{P}, w.ws...) {
 		require.LessOrEqual(t, live[id], 1, "seed %d: two live boxes for %s", seed, id)

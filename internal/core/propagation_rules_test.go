@@ -170,13 +170,26 @@ func reasons(t *testing.T, ds []client.Decision) map[string]string {
 }
 
 // drain waits until no restart job is pending or running.
+// drain waits until no job is pending or running, and stays so for a few
+// polls: a box failure noticed just after the last operation (its watcher
+// runs on its own) queues a recovery a moment later.
 func drain(t *testing.T, e *testenv.Env) {
 	t.Helper()
 	var counts map[string]int
+	quiet := 0
 	e.Eventually(15*time.Second, func() bool {
 		c, err := e.Store.CountJobsByState(context.Background())
 		counts = c
-		return err == nil && c[store.JobPending] == 0 && c[store.JobRunning] == 0
+		if err == nil && c[store.JobPending] == 0 && c[store.JobRunning] == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		if quiet < 5 {
+			time.Sleep(50 * time.Millisecond)
+			return false
+		}
+		return true
 	}, "restart jobs drained (%v)", &counts)
 }
 

@@ -276,9 +276,10 @@ func (s *Service) EffectiveEnv(ctx context.Context, st store.Store, orgID, works
 // fingerprints computes the current effective-env fingerprint of every
 // workspace of the org from the secrets' MACs, without decrypting.
 type fingerprinter struct {
-	globals map[string]string
-	own     map[string]map[string]string
-	keys    *Keyring
+	globals   map[string]string
+	own       map[string]map[string]string
+	keys      *Keyring
+	globalsFP string // the fingerprint of a workspace with no secrets of its own
 }
 
 func (s *Service) newFingerprinter(ctx context.Context, st store.Store, orgID string) (*fingerprinter, error) {
@@ -305,7 +306,10 @@ func (s *Service) newFingerprinter(ctx context.Context, st store.Store, orgID st
 func (f *fingerprinter) of(workspaceID string) string {
 	own := f.own[workspaceID]
 	if len(own) == 0 {
-		return f.keys.Fingerprint(f.globals)
+		if f.globalsFP == "" {
+			f.globalsFP = f.keys.Fingerprint(f.globals)
+		}
+		return f.globalsFP
 	}
 	m := make(map[string]string, len(f.globals)+len(own))
 	for k, v := range f.globals {

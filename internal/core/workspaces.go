@@ -210,7 +210,7 @@ func (s *Service) CreateWorkspace(ctx context.Context, in CreateWorkspaceInput) 
 		return Workspace{}, err
 	}
 	if w.Status == StatusProvisioning {
-		s.startAsync(w.OrgID, w.ID, "create")
+		s.startAsync(w.OrgID, w.ID, w.Generation, "create")
 	}
 	return s.view(w), nil
 }
