@@ -63,7 +63,7 @@ func echoOn(t *testing.T, tty *os.File) bool {
 
 func waitEchoOff(t *testing.T, tty *os.File) {
 	t.Helper()
-	require.Eventually(t, func() bool { return !echoOn(t, tty) }, 5*time.Second, 5*time.Millisecond, "the prompt turns echo off")
+	require.Eventually(t, func() bool { return !echoOn(t, tty) }, 20*time.Second, 5*time.Millisecond, "the prompt turns echo off")
 }
 
 // lockedBuffer is written by the command while the test reads it.

@@ -336,14 +336,14 @@ func (s *Service) setLoopBroken(orgID, wsID string) {
 // and metrics; a failed attempt with retries left goes back to pending with
 // backoff.
 func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, started time.Time) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	now := s.clock.Now()
 	if reason == "" {
 		reason = j.Reason
 	}
-	retry := state == store.JobFailed && j.Attempts < j.MaxAttempts
-	err := s.store.InTx(ctx, func(tx store.Store) error {
+	canRetry := state == store.JobFailed && j.Attempts < j.MaxAttempts
+	retry := canRetry
+	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
+		retry = canRetry
 		if err := tx.LockOrg(ctx, j.OrgID); err != nil {
 			return err
 		}

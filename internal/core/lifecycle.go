@@ -463,10 +463,9 @@ func (s *Service) logTail(w store.Workspace, n int) string {
 // bound) is queued in the same transaction: a failure and its recovery are
 // never seen apart.
 func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string, recover bool) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	wrote := false
-	err := s.store.InTx(ctx, func(tx store.Store) error {
+	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
+		wrote = false
 		if recover {
 			if err := tx.LockOrg(ctx, orgID); err != nil {
 				return err
@@ -681,4 +680,24 @@ func (s *Service) replacedElsewhere(ctx context.Context, w store.Workspace, gen 
 		}
 	}
 	return false
+}
+
+// durableTx runs fn in a transaction on a fresh context and, while the
+// store is unavailable, tries again with backoff for up to two minutes: an
+// outcome (a failure, a job's end) must be recorded, not dropped because
+// the store blinked.
+func (s *Service) durableTx(fn func(ctx context.Context, tx store.Store) error) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	wait := 250 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.store.InTx(ctx, func(tx store.Store) error { return fn(ctx, tx) })
+		cancel()
+		if err == nil || !errors.Is(err, store.ErrUnavailable) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		s.log.Warn("store unavailable; will retry recording", "err", err, "in", wait)
+		time.Sleep(wait)
+		wait = min(2*wait, 15*time.Second)
+	}
 }
