@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -445,10 +446,17 @@ func (s *Service) logTail(w store.Workspace, n int) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	b, err := lg.Logs(ctx, w.ID, n)
-	if err != nil {
+	if err != nil || len(b) == 0 {
 		return ""
 	}
-	out := strings.Join(strings.Fields(strings.ReplaceAll(string(b), "\n", " | ")), " ")
+	// A box may print its own env. Its output goes into last_error and the
+	// audit log, where secret values must never be: mask them, and withhold
+	// the output when the values cannot be read to mask.
+	env, _, err := s.EffectiveEnv(ctx, s.store, w.OrgID, w.ID)
+	if err != nil {
+		return "(output withheld: the secrets needed to redact it could not be read)"
+	}
+	out := strings.Join(strings.Fields(strings.ReplaceAll(maskValues(string(b), env), "\n", " | ")), " ")
 	if len(out) > 500 {
 		out = out[len(out)-500:]
 	}
@@ -700,4 +708,21 @@ func (s *Service) durableTx(fn func(ctx context.Context, tx store.Store) error) 
 		time.Sleep(wait)
 		wait = min(2*wait, 15*time.Second)
 	}
+}
+
+// maskValues replaces every value of env (of 4 bytes or more; shorter ones
+// are not meaningfully secret) in s, longest first so that a value holding
+// another is masked whole.
+func maskValues(s string, env map[string]string) string {
+	vals := make([]string, 0, len(env))
+	for _, v := range env {
+		if len(v) >= 4 {
+			vals = append(vals, v)
+		}
+	}
+	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) })
+	for _, v := range vals {
+		s = strings.ReplaceAll(s, v, "[REDACTED]")
+	}
+	return s
 }

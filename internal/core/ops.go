@@ -338,5 +338,14 @@ func (s *Service) Logs(ctx context.Context, id string, tail int) ([]byte, error)
 	if errors.Is(err, provision.ErrNotFound) {
 		return []byte{}, nil
 	}
-	return b, err
+	if err != nil || len(b) == 0 {
+		return b, err
+	}
+	// Humans write secrets, boxes read them: a box that prints its env does
+	// not show the values to whoever reads its logs.
+	env, _, err := s.EffectiveEnv(ctx, s.store, w.OrgID, w.ID)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(maskValues(string(b), env)), nil
 }
