@@ -79,7 +79,13 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	rdb.SetMaxOpenConns(8)
-	s := &sqlStore{dialect: SQLite, db: wdb, rdb: rdb, w: wdb, r: rdb}
+	fi, err := os.Stat(path)
+	if err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s := &sqlStore{dialect: SQLite, db: wdb, rdb: rdb, w: wdb, r: rdb, path: path, file: fi}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

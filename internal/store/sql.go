@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,8 @@ type sqlStore struct {
 	w, r    querier // where this Store writes and reads (a tx inside InTx)
 	inTx    bool
 	conn    *sql.Conn // the connection of the transaction (Postgres, inside InTx)
+	path    string      // SQLite: the database file
+	file    os.FileInfo // SQLite: that file as opened
 }
 
 func (s *sqlStore) Dialect() string { return s.dialect }
@@ -54,6 +57,11 @@ func (s *sqlStore) Ping(ctx context.Context) error {
 	if s.dialect == SQLite {
 		if err := s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
 			return fmt.Errorf("ping store: %w", mapErr(err))
+		}
+		// An open SQLite file keeps answering after it was deleted or
+		// replaced, and every write since is lost at the next start: say so.
+		if fi, err := os.Stat(s.path); err != nil || !os.SameFile(fi, s.file) {
+			return fmt.Errorf("ping store: %w: the database file %s was removed or replaced while open", ErrUnavailable, s.path)
 		}
 	}
 	return nil

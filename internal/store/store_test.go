@@ -218,3 +218,17 @@ func TestSQLiteUnavailable(t *testing.T) {
 	})
 
 }
+
+// TestSQLiteFileRemoved: a database file deleted (or replaced) under a
+// running store makes Ping say the store is unavailable, instead of
+// writes going on into a file that is gone.
+func TestSQLiteFileRemoved(t *testing.T) {
+	t.Parallel()
+	u := sqliteURL(t)
+	s := open(t, u)
+	require.NoError(t, s.Ping(t.Context()))
+	require.NoError(t, os.Remove(strings.TrimPrefix(u, "sqlite:")))
+	err := s.Ping(t.Context())
+	require.ErrorIs(t, err, store.ErrUnavailable)
+	require.Contains(t, err.Error(), "removed or replaced")
+}
