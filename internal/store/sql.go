@@ -30,7 +30,7 @@ type sqlStore struct {
 	rdb     *sql.DB // SQLite read pool; nil on Postgres
 	w, r    querier // where this Store writes and reads (a tx inside InTx)
 	inTx    bool
-	conn    *sql.Conn // the connection of the transaction (Postgres, inside InTx)
+	conn    *sql.Conn   // the connection of the transaction (Postgres, inside InTx)
 	path    string      // SQLite: the database file
 	file    os.FileInfo // SQLite: that file as opened
 }
