@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/ids"
 	"github.com/orgplane/orgplane/internal/provision"
+	"github.com/orgplane/orgplane/internal/redact"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -456,7 +456,7 @@ func (s *Service) logTail(w store.Workspace, n int) string {
 	if err != nil {
 		return "(output withheld: the secrets needed to redact it could not be read)"
 	}
-	out := strings.Join(strings.Fields(strings.ReplaceAll(maskValues(string(b), env), "\n", " | ")), " ")
+	out := strings.Join(strings.Fields(strings.ReplaceAll(redact.String(string(b), env), "\n", " | ")), " ")
 	if len(out) > 500 {
 		out = out[len(out)-500:]
 	}
@@ -708,21 +708,4 @@ func (s *Service) durableTx(fn func(ctx context.Context, tx store.Store) error) 
 		time.Sleep(wait)
 		wait = min(2*wait, 15*time.Second)
 	}
-}
-
-// maskValues replaces every value of env (of 4 bytes or more; shorter ones
-// are not meaningfully secret) in s, longest first so that a value holding
-// another is masked whole.
-func maskValues(s string, env map[string]string) string {
-	vals := make([]string, 0, len(env))
-	for _, v := range env {
-		if len(v) >= 4 {
-			vals = append(vals, v)
-		}
-	}
-	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) })
-	for _, v := range vals {
-		s = strings.ReplaceAll(s, v, "[REDACTED]")
-	}
-	return s
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/ids"
 	"github.com/orgplane/orgplane/internal/provision"
+	"github.com/orgplane/orgplane/internal/redact"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -347,5 +348,5 @@ func (s *Service) Logs(ctx context.Context, id string, tail int) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	return []byte(maskValues(string(b), env)), nil
+	return []byte(redact.String(string(b), env)), nil
 }

@@ -31,7 +31,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/orgplane/orgplane/internal/provision"
-	"github.com/orgplane/orgplane/internal/provision/internal/redact"
+	"github.com/orgplane/orgplane/internal/redact"
 )
 
 // Labels on every container this package creates.

@@ -32,7 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/orgplane/orgplane/internal/provision"
-	"github.com/orgplane/orgplane/internal/provision/internal/redact"
+	"github.com/orgplane/orgplane/internal/redact"
 )
 
 // Defaults for Config.

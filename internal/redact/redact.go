@@ -1,9 +1,10 @@
-// Package redact keeps secret env values out of error text.
+// Package redact keeps secret env values out of error text and box output.
 //
-// Backends pass error messages from the kernel or the Docker engine upward;
-// those messages are not ours, so nothing promises they never echo part of a
-// box's environment. Masking the values at the boundary makes "secret values
-// never reach errors or logs" a property of the code instead of a hope.
+// Backends pass error messages from the kernel or the Docker engine upward,
+// and boxes print what they like; neither is ours, so nothing promises they
+// never echo part of a box's environment. Masking the values at the
+// boundary makes "secret values never reach errors or logs" a property of
+// the code instead of a hope.
 package redact
 
 import (
