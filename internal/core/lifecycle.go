@@ -396,7 +396,14 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 			// decides.
 			if s.markFailed(w.OrgID, w.ID, bw.gen, "provision_timeout", msg, !bw.owned && w.Kind != store.KindPlatform) &&
 				w.Kind != store.KindPlatform {
-				_ = s.terminate(context.WithoutCancel(ctx), w, bw.handle, false)
+				if err := s.terminate(context.WithoutCancel(ctx), w, bw.handle, false); err != nil {
+					// The workspace is failed already; the box that would not
+					// stop is recorded too, and its recovery stops it again.
+					s.log.Error("stop an unhealthy box", "workspace_id", w.ID, "generation", bw.gen, "err", err)
+					s.appendAudit(context.Background(), systemPrincipal(w.OrgID), auditEvent{Action: "box.stop",
+						TargetKind: "workspace", TargetID: w.ID, WorkspaceID: w.ID,
+						Detail: map[string]any{"why": "provision_timeout", "generation": bw.gen, "error": err.Error()}}, "failed")
+				}
 			}
 			bw.resolve(errors.New(msg))
 			return
