@@ -58,13 +58,5 @@ func BenchmarkDockerBox(b *testing.B) {
 	require.NoError(b, err)
 	created = append(created, w.ID)
 	waitHealthy(b, e, events, w.ID, 1)
-	gen := int64(1)
-	b.Run("restart", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			_, err := e.Admin.RestartWorkspace(ctx, w.ID, "bench")
-			require.NoError(b, err)
-			gen++
-			waitHealthy(b, e, events, w.ID, gen)
-		}
-	})
+	benchRestarts(b, e, events, w.ID)
 }
