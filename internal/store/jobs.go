@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -127,6 +129,55 @@ func (s *sqlStore) GetJob(ctx context.Context, orgID, id string) (RestartJob, er
 
 func (s *sqlStore) GetPendingJob(ctx context.Context, workspaceID string) (RestartJob, error) {
 	return scanJob(s.r.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE workspace_id = $1 AND state = 'pending'`, workspaceID))
+}
+
+func (s *sqlStore) GetJobForUpdate(ctx context.Context, orgID, id string) (RestartJob, error) {
+	return scanJob(s.w.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE org_id = $1 AND id = $2`+s.forUpdate(), orgID, id))
+}
+
+func (s *sqlStore) GetPendingJobForUpdate(ctx context.Context, workspaceID string) (RestartJob, error) {
+	return scanJob(s.w.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE workspace_id = $1 AND state = 'pending'`+s.forUpdate(), workspaceID))
+}
+
+func (s *sqlStore) LockPendingJobs(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	// SQLite: the caller's immediate transaction is the only writer, so
+	// reading the rows is holding them.
+	for start := 0; start < len(ids); start += 10000 {
+		batch := ids[start:min(start+10000, len(ids))]
+		var rows *sql.Rows
+		var err error
+		if s.dialect == Postgres {
+			rows, err = s.w.QueryContext(ctx, `SELECT id FROM restart_jobs WHERE id = ANY($1) AND state = 'pending' ORDER BY id`+s.forUpdate(), batch)
+		} else {
+			rows, err = s.r.QueryContext(ctx, `SELECT id FROM restart_jobs WHERE state = 'pending' AND id IN (SELECT value FROM json_each($1))`, jsonArray(batch))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lock pending jobs: %w", mapErr(err))
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("lock pending jobs: %w", mapErr(err))
+			}
+			out[id] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("lock pending jobs: %w", mapErr(err))
+		}
+	}
+	return out, nil
+}
+
+func jsonArray(ids []string) string {
+	b, _ := json.Marshal(ids)
+	return string(b)
 }
 
 func (s *sqlStore) queryJobs(ctx context.Context, q string, args ...any) ([]RestartJob, error) {

@@ -148,6 +148,11 @@ func (s *sqlStore) ListChildren(ctx context.Context, orgID, parentID string) ([]
 		WHERE org_id = $1 AND parent_id = $2 AND status <> 'removed' ORDER BY id`, orgID, parentID)
 }
 
+func (s *sqlStore) ListChildrenForUpdate(ctx context.Context, orgID, parentID string) ([]Workspace, error) {
+	return s.queryWorkspaces(ctx, `SELECT `+workspaceCols+` FROM workspaces
+		WHERE org_id = $1 AND parent_id = $2 AND status <> 'removed' ORDER BY id`+s.forUpdate(), orgID, parentID)
+}
+
 func (s *sqlStore) UpdateWorkspace(ctx context.Context, w Workspace) error {
 	err := affected(s.w.ExecContext(ctx, `UPDATE workspaces SET parent_id = $3, name = $4, runtime = $5, spec = $6,
 		status = $7, restart_policy = $8, protected = $9, generation = $10, box = $11, box_fingerprint = $12,

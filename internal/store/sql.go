@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
@@ -67,10 +68,41 @@ func (s *sqlStore) Ping(ctx context.Context) error {
 	return nil
 }
 
+// txAttempts bounds how often a transaction that lost a deadlock or a
+// serialization failure runs again before InTx answers ErrConflict.
+const txAttempts = 4
+
 func (s *sqlStore) InTx(ctx context.Context, fn func(Store) error) error {
 	if s.inTx {
 		return fn(s) // nested: join the outer transaction
 	}
+	for attempt := 1; ; attempt++ {
+		err := s.inTxOnce(ctx, fn)
+		if !retryable(err) {
+			return err
+		}
+		if attempt == txAttempts {
+			return fmt.Errorf("%w: the transaction kept losing to concurrent ones (%v); try again", ErrConflict, err)
+		}
+		// Jittered, growing pauses let the winner finish.
+		t := time.NewTimer(time.Duration(attempt) * time.Duration(5+rand.IntN(20)) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// retryable reports a Postgres deadlock (40P01) or serialization failure
+// (40001): the transaction was rolled back and may simply run again.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return err != nil && errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+func (s *sqlStore) inTxOnce(ctx context.Context, fn func(Store) error) error {
 	// The transaction runs on a connection we hold, so that Postgres bulk
 	// writes can use COPY on it (conn.Raw) inside the transaction.
 	conn, err := s.db.Conn(ctx)

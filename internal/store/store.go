@@ -27,6 +27,11 @@ type Store interface {
 	// InTx runs fn in one transaction: on SQLite an immediate (writer)
 	// transaction, on Postgres read committed with row locks where a method
 	// says so. fn's Store must not be used after fn returns.
+	//
+	// On Postgres, a transaction that loses a deadlock or a serialization
+	// failure is rolled back and fn runs again, a few times, before InTx
+	// gives up with ErrConflict: fn must be safe to run more than once
+	// (assign what it computes, never append to the caller's state).
 	InTx(ctx context.Context, fn func(Store) error) error
 	Ping(ctx context.Context) error
 	Close() error
@@ -50,6 +55,9 @@ type Store interface {
 	ListWorkspaces(ctx context.Context, orgID string, includeRemoved bool, p ListParams) ([]Workspace, error)
 	// ListChildren lists the workspaces whose parent is parentID, not removed.
 	ListChildren(ctx context.Context, orgID, parentID string) ([]Workspace, error)
+	// ListChildrenForUpdate is ListChildren that, inside InTx on Postgres,
+	// locks the rows until the transaction ends (cascades rewrite them).
+	ListChildrenForUpdate(ctx context.Context, orgID, parentID string) ([]Workspace, error)
 	// UpdateWorkspace writes every mutable column of w (by org and id).
 	UpdateWorkspace(ctx context.Context, w Workspace) error
 
@@ -100,6 +108,17 @@ type Store interface {
 	InsertJobs(ctx context.Context, jobs []RestartJob) error
 	GetJob(ctx context.Context, orgID, id string) (RestartJob, error)
 	GetPendingJob(ctx context.Context, workspaceID string) (RestartJob, error)
+	// GetJobForUpdate and GetPendingJobForUpdate are GetJob and
+	// GetPendingJob that, inside InTx on Postgres, lock the row: a job is
+	// read and written back by one writer at a time.
+	GetJobForUpdate(ctx context.Context, orgID, id string) (RestartJob, error)
+	GetPendingJobForUpdate(ctx context.Context, workspaceID string) (RestartJob, error)
+	// LockPendingJobs locks, inside InTx, those of the given jobs that are
+	// still pending and returns their ids: a change merged into a pending
+	// job must hold it, or a claim could take the job (and read the old
+	// env) before the change commits. On Postgres a job being claimed
+	// meanwhile is waited for and, no longer pending, left out.
+	LockPendingJobs(ctx context.Context, ids []string) (map[string]bool, error)
 	// ListJobs lists jobs newest first; workspaceID "" lists the org's.
 	ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error)
 	ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error)
@@ -119,7 +138,16 @@ type Store interface {
 	// ExpireLeases ends every running job's lease: for a store only this
 	// process uses (embedded SQLite), whatever ran before it is dead.
 	ExpireLeases(ctx context.Context) (int, error)
+	// LockServer makes this process the only orgplane server of the store
+	// until release is called: on SQLite an exclusive lock on a file beside
+	// the database (a second server is refused, with ErrLocked); on
+	// Postgres, where replicas share the store, it does nothing. Commands
+	// that open the store briefly (keys, org) do not take it.
+	LockServer() (release func(), err error)
 }
+
+// ErrLocked is returned by LockServer when another server holds the store.
+var ErrLocked = errors.New("store in use by another orgplane server")
 
 // SecretCursor points at one secret row.
 type SecretCursor struct {

@@ -83,6 +83,11 @@ func Run(t *testing.T, open Opener) {
 		{"Jobs/PropagationFacts", testPropagationFacts},
 		{"Jobs/ExpireLeases", testExpireLeases},
 		{"InTx/LockOrgSerializes", testLockOrg},
+		{"InTx/RetriesDeadlock", testInTxRetriesDeadlock},
+		{"Jobs/GetForUpdateSerializes", testJobForUpdateSerializes},
+		{"Jobs/MergeHoldsPendingAgainstClaim", testMergeHoldsPending},
+		{"Workspaces/ListChildrenForUpdate", testListChildrenForUpdate},
+		{"LockServer", testLockServer},
 		{"InTx/Commit", testInTxCommit},
 		{"InTx/Rollback", testInTxRollback},
 		{"InTx/Nested", testInTxNested},
@@ -1950,4 +1955,228 @@ func testConcurrentSiblingName(t *testing.T, f *fixture) {
 	kids, err := f.s.ListChildren(f.ctx, o.ID, p.ID)
 	require.NoError(t, err)
 	require.Len(t, kids, 1)
+}
+
+// ---- issue 8: compare-and-set and row locks
+
+func testJobForUpdateSerializes(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	w := f.ws(p, "w")
+	j := newJob(w, store.JobRunning)
+	f.jobs(j)
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			errs <- f.s.InTx(f.ctx, func(tx store.Store) error {
+				cur, err := tx.GetJobForUpdate(f.ctx, o.ID, j.ID)
+				if err != nil {
+					return err
+				}
+				time.Sleep(2 * time.Millisecond) // widen the window a lost update needs
+				cur.Attempts++
+				return tx.UpdateJob(f.ctx, cur)
+			})
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got, err := f.s.GetJob(f.ctx, o.ID, j.ID)
+	require.NoError(t, err)
+	require.Equal(t, n, got.Attempts)
+
+	pend := newJob(w, store.JobPending)
+	f.jobs(pend)
+	err = f.s.InTx(f.ctx, func(tx store.Store) error {
+		got, err := tx.GetPendingJobForUpdate(f.ctx, w.ID)
+		require.NoError(t, err)
+		require.Equal(t, pend.ID, got.ID)
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = f.s.GetPendingJobForUpdate(f.ctx, p.ID)
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+// testMergeHoldsPending: a change merged into a pending job holds it, so a
+// concurrent claim either waits for the merge to commit or leaves the job
+// alone; it never takes the job as it was before the merge. A job claimed
+// first is no longer pending to the merge.
+func testMergeHoldsPending(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	w := f.ws(p, "w")
+	pend := newJob(w, store.JobPending, func(j *store.RestartJob) { j.RunAfter = t0.Add(-time.Hour) })
+	f.jobs(pend)
+
+	locked := make(chan struct{})
+	claimed := make(chan error, 1)
+	var got store.RestartJob
+	err := f.s.InTx(f.ctx, func(tx store.Store) error {
+		held, err := tx.LockPendingJobs(f.ctx, []string{pend.ID, "j-unknown"})
+		if err != nil {
+			return err
+		}
+		require.Equal(t, map[string]bool{pend.ID: true}, held)
+		cur, err := tx.GetJob(f.ctx, o.ID, pend.ID)
+		if err != nil {
+			return err
+		}
+		cur.Note = "merged"
+		if err := tx.UpdateJob(f.ctx, cur); err != nil {
+			return err
+		}
+		close(locked)
+		go func() {
+			var err error
+			got, err = f.s.ClaimJob(f.ctx, "r1", t0, t0.Add(time.Minute), noLimits)
+			claimed <- err
+		}()
+		if f.s.Dialect() == store.Postgres {
+			// SKIP LOCKED: the claim passes the held job by, at once.
+			require.ErrorIs(t, <-claimed, store.ErrNotFound)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	<-locked
+	if f.s.Dialect() != store.Postgres {
+		// SQLite: the claim waited for the writer; it sees the merge.
+		require.NoError(t, <-claimed)
+		require.Equal(t, "merged", got.Note)
+	} else {
+		got, err = f.s.ClaimJob(f.ctx, "r1", t0, t0.Add(time.Minute), noLimits)
+		require.NoError(t, err)
+		require.Equal(t, "merged", got.Note)
+	}
+
+	// Claimed (running): a merge no longer finds it pending.
+	err = f.s.InTx(f.ctx, func(tx store.Store) error {
+		held, err := tx.LockPendingJobs(f.ctx, []string{pend.ID})
+		require.NoError(t, err)
+		if f.s.Dialect() == store.Postgres {
+			require.Empty(t, held)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	held, err := f.s.LockPendingJobs(f.ctx, []string{pend.ID})
+	require.NoError(t, err)
+	require.Empty(t, held, "outside a transaction it reads")
+}
+
+func testListChildrenForUpdate(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	a := f.ws(p, "a")
+	f.ws(p, "b")
+	f.ws(p, "gone", status("removed"))
+	kids, err := f.s.ListChildrenForUpdate(f.ctx, o.ID, p.ID)
+	require.NoError(t, err)
+	require.Len(t, kids, 2)
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			errs <- f.s.InTx(f.ctx, func(tx store.Store) error {
+				kids, err := tx.ListChildrenForUpdate(f.ctx, o.ID, p.ID)
+				if err != nil {
+					return err
+				}
+				time.Sleep(2 * time.Millisecond)
+				for _, k := range kids {
+					k.Generation++
+					if err := tx.UpdateWorkspace(f.ctx, k); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got, err := f.s.GetWorkspace(f.ctx, o.ID, a.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, n, got.Generation)
+}
+
+// testInTxRetriesDeadlock: two transactions lock two rows in opposite
+// orders. On Postgres one of them loses a deadlock; InTx runs it again and
+// both commit. (SQLite has one writer: no deadlock to lose.)
+func testInTxRetriesDeadlock(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	a := f.ws(p, "a")
+	b := f.ws(p, "b")
+	pg := f.s.Dialect() == store.Postgres
+	var firstLocks sync.WaitGroup
+	firstLocks.Add(2)
+	var runs atomic.Int32
+	bump := func(first, second store.Workspace) error {
+		attempt := 0
+		return f.s.InTx(f.ctx, func(tx store.Store) error {
+			attempt++
+			runs.Add(1)
+			for i, id := range []string{first.ID, second.ID} {
+				w, err := tx.GetWorkspaceForUpdate(f.ctx, o.ID, id)
+				if err != nil {
+					return err
+				}
+				w.Generation++
+				if err := tx.UpdateWorkspace(f.ctx, w); err != nil {
+					return err
+				}
+				if i == 0 && pg && attempt == 1 {
+					firstLocks.Done()
+					firstLocks.Wait() // both hold their first row: a deadlock follows
+				}
+			}
+			return nil
+		})
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Go(func() { errs <- bump(a, b) })
+	wg.Go(func() { errs <- bump(b, a) })
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for _, w := range []store.Workspace{a, b} {
+		got, err := f.s.GetWorkspace(f.ctx, o.ID, w.ID)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, got.Generation, "each transaction counted once")
+	}
+	if pg {
+		require.EqualValues(t, 3, runs.Load(), "the loser ran again")
+	}
+}
+
+func testLockServer(t *testing.T, f *fixture) {
+	release, err := f.s.LockServer()
+	require.NoError(t, err)
+	other, err := store.Open(f.ctx, f.url)
+	require.NoError(t, err)
+	defer other.Close()
+	if f.s.Dialect() == store.SQLite {
+		_, err = other.LockServer()
+		require.ErrorIs(t, err, store.ErrLocked)
+		require.Contains(t, err.Error(), "one server at a time")
+		release()
+		again, err := other.LockServer()
+		require.NoError(t, err, "free once released")
+		again()
+		return
+	}
+	again, err := other.LockServer()
+	require.NoError(t, err, "replicas share a Postgres store")
+	again()
+	release()
 }
