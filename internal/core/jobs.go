@@ -22,6 +22,17 @@ const (
 // Start runs the background work: adopting the boxes a previous run left,
 // and the restart workers. Close stops it.
 func (s *Service) Start(ctx context.Context) error {
+	release, err := s.store.LockServer()
+	if err != nil {
+		return err
+	}
+	s.unlockServer = release
+	started := false
+	defer func() {
+		if !started {
+			release()
+		}
+	}()
 	if s.store.Dialect() == store.SQLite {
 		// The embedded store has one server: jobs still marked running
 		// belonged to a run that died; resume them now, not after a lease.
@@ -46,6 +57,12 @@ func (s *Service) Start(ctx context.Context) error {
 		defer s.bg.Done()
 		s.housekeeping(s.bgCtx)
 	}()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.supervisePlatforms(s.bgCtx)
+	}()
+	started = true
 	return nil
 }
 
@@ -54,6 +71,9 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) Close() {
 	s.stop()
 	s.bg.Wait()
+	if s.unlockServer != nil {
+		s.unlockServer()
+	}
 }
 
 // worker claims and executes restart jobs until ctx ends. The caps are
@@ -94,6 +114,7 @@ func (s *Service) execute(parent context.Context, j store.RestartJob) {
 	defer cancel()
 	s.metrics.RestartsInFlight.Inc()
 	defer s.metrics.RestartsInFlight.Dec()
+	leaseUntil := j.LeaseUntil
 	go func() {
 		t := time.NewTicker(s.cfg.JobLease / 3)
 		defer t.Stop()
@@ -102,37 +123,58 @@ func (s *Service) execute(parent context.Context, j store.RestartJob) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := s.store.RenewLease(ctx, j.ID, s.owner, s.clock.Now().Add(s.cfg.JobLease)); err != nil {
+				now := s.clock.Now()
+				err := s.store.RenewLease(ctx, j.ID, s.owner, now.Add(s.cfg.JobLease))
+				switch {
+				case err == nil:
+					leaseUntil = now.Add(s.cfg.JobLease)
+				case errors.Is(err, store.ErrNotFound) || !now.Before(leaseUntil):
+					// Taken over, or expired while the store was away: another
+					// replica may run the job now, so this one stops.
 					s.log.Warn("lost the lease of a restart job", "job_id", j.ID, "err", err)
 					cancel()
 					return
+				default:
+					// A transient error: the lease still holds; try again on
+					// the next tick rather than abort a restart midway.
+					s.log.Warn("renew the lease of a restart job; will retry", "job_id", j.ID, "err", err)
 				}
 			}
 		}
 	}()
 	started := s.clock.Now()
-	state, reason, errMsg := s.run(ctx, j)
-	if parent.Err() != nil && state == "" {
+	end := s.run(ctx, j)
+	if parent.Err() != nil && end.state == "" {
 		return // shutting down: the lease expires and a replica resumes the job
 	}
-	s.finish(j, state, reason, errMsg, started)
+	s.finish(j, end, started)
 }
 
-// run does the job's work and says how it ended: a final state, or ""
-// when the worker stopped mid-way.
-func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, errMsg string) {
+// jobEnd is how a job's work ended: a final state (or "" when the worker
+// stopped mid-way), the reason, the error; final forbids a retry.
+type jobEnd struct {
+	state, reason, err string
+	final              bool
+}
+
+func ended(state, reason, errMsg string) jobEnd {
+	return jobEnd{state: state, reason: reason, err: errMsg}
+}
+
+// run does the job's work and says how it ended.
+func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 	unlock := s.lockWS(j.WorkspaceID)
 	defer unlock()
 	w, err := s.store.GetWorkspace(ctx, j.OrgID, j.WorkspaceID)
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", "", ""
+			return jobEnd{}
 		}
 		if errors.Is(err, store.ErrNotFound) {
-			return store.JobSkipped, propagation.ReasonRemoved, ""
+			return ended(store.JobSkipped, propagation.ReasonRemoved, "")
 		}
 		// Fail closed: facts that cannot be read never lead to a restart.
-		return store.JobSkipped, propagation.ReasonKindUnknown, "read workspace: " + err.Error()
+		return ended(store.JobSkipped, propagation.ReasonKindUnknown, "read workspace: "+err.Error())
 	}
 	resumed := j.Generation != 0 && w.Generation == j.Generation
 	switch {
@@ -146,9 +188,9 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 		}
 		if ok {
 			if prov := s.provs[w.Runtime]; prov != nil {
-				if st, err := prov.Adopt(ctx, h); err == nil && st.Running {
+				if st, err := s.provAdopt(ctx, prov, h); err == nil && st.Running {
 					if w.Status == StatusRunning {
-						return store.JobSucceeded, j.Reason, ""
+						return ended(store.JobSucceeded, j.Reason, "")
 					}
 					bw := s.watch(w, h, true, w.UpdatedAt)
 					return s.await(ctx, bw)
@@ -159,7 +201,7 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 		// The rules again, at execution: the world may have changed since
 		// the job was queued.
 		if d := s.recheck(ctx, j, w); d.Action != propagation.ActionRestart {
-			return store.JobSkipped, d.Reason, ""
+			return ended(store.JobSkipped, d.Reason, "")
 		}
 	case j.RequestedBy == "" && j.Reason == ReasonBoxFailed:
 		// Recovery of a dead box: moot if the box is back or replaced.
@@ -171,19 +213,19 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 			// when another replica's restart made this replica's watcher
 			// record a failure and queue this recovery.
 			if !hasBox(w.Status) || !s.mergedInto(ctx, j) {
-				return store.JobSuperseded, j.Reason, "the box was replaced meanwhile"
+				return ended(store.JobSuperseded, j.Reason, "the box was replaced meanwhile")
 			}
 			if d := s.recheck(ctx, j, w); d.Action != propagation.ActionRestart {
-				return store.JobSkipped, d.Reason, ""
+				return ended(store.JobSkipped, d.Reason, "")
 			}
 		}
 	default:
 		if !hasBox(w.Status) && w.Status != StatusFailed && w.Status != StatusStopped {
-			return store.JobSkipped, w.Status, ""
+			return ended(store.JobSkipped, w.Status, "")
 		}
 	}
 	if w.Runtime == RuntimeExternal {
-		return store.JobSkipped, propagation.ReasonExternalRuntime, ""
+		return ended(store.JobSkipped, propagation.ReasonExternalRuntime, "")
 	}
 	explicit := !j.Automatic && j.RequestedBy != ""
 	// Bringing back a platform box that died on its own terminates nothing,
@@ -194,14 +236,14 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 	if (hasBox(w.Status) || w.Status == StatusFailed) && !deadPlatform {
 		if err := s.stopCurrent(ctx, w, explicit); err != nil {
 			if errors.Is(err, ErrPlatformStop) {
-				return store.JobSkipped, propagation.ReasonPlatformRoot, ""
+				return ended(store.JobSkipped, propagation.ReasonPlatformRoot, "")
 			}
-			return store.JobFailed, j.Reason, err.Error()
+			return ended(store.JobFailed, j.Reason, err.Error())
 		}
 	}
-	bw, err := s.startBox(ctx, j.OrgID, j.WorkspaceID, "restart:"+j.Reason, true, func(tx store.Store, gen int64) error {
+	bw, err := s.startBox(ctx, j.OrgID, j.WorkspaceID, w.Generation, "restart:"+j.Reason, true, func(tx store.Store, gen int64) error {
 		j.Generation = gen
-		cur, err := tx.GetJob(ctx, j.OrgID, j.ID)
+		cur, err := tx.GetJobForUpdate(ctx, j.OrgID, j.ID)
 		if err != nil {
 			return err
 		}
@@ -211,14 +253,19 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) (state, reason, e
 		cur.Generation, cur.UpdatedAt = gen, s.clock.Now()
 		return tx.UpdateJob(ctx, cur)
 	})
+	if errors.Is(err, errSuperseded) {
+		// Another replica's restart or a resume moved the workspace on
+		// since it was read: its box is the current one; this job is moot.
+		return ended(store.JobSuperseded, j.Reason, err.Error())
+	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", "", ""
+			return jobEnd{}
 		}
 		// The error's own text, not AsError's (which would say "internal
 		// error"): it is the message markFailed put in the workspace's
 		// last_error, and provisioner errors are already redacted.
-		return store.JobFailed, j.Reason, err.Error()
+		return ended(store.JobFailed, j.Reason, err.Error())
 	}
 	return s.await(ctx, bw)
 }
@@ -249,25 +296,27 @@ func (s *Service) boxGone(ctx context.Context, w store.Workspace) bool {
 	if prov == nil {
 		return false
 	}
-	st, err := prov.Inspect(ctx, h)
+	st, err := s.provInspect(ctx, prov, h)
 	return (err == nil && !st.Running) || errors.Is(err, provision.ErrNotFound)
 }
 
 // await waits for a box's first outcome, with a margin over the
-// provision deadline that its watcher enforces.
-func (s *Service) await(ctx context.Context, bw *boxWatch) (string, string, string) {
+// provision deadline that its watcher enforces. A platform box kept
+// running although late ends the job failed, with no retry: a retry would
+// stop a live platform box.
+func (s *Service) await(ctx context.Context, bw *boxWatch) jobEnd {
 	t := time.NewTimer(s.cfg.ProvisionTimeout + 10*time.Second)
 	defer t.Stop()
 	select {
 	case err := <-bw.result:
 		if err != nil {
-			return store.JobFailed, "", err.Error()
+			return jobEnd{state: store.JobFailed, err: err.Error(), final: bw.kept.Load()}
 		}
-		return store.JobSucceeded, "", ""
+		return jobEnd{state: store.JobSucceeded}
 	case <-t.C:
-		return store.JobFailed, "", "no outcome from the box watcher"
+		return jobEnd{state: store.JobFailed, err: "no outcome from the box watcher"}
 	case <-ctx.Done():
-		return "", "", ""
+		return jobEnd{}
 	}
 }
 
@@ -335,25 +384,27 @@ func (s *Service) setLoopBroken(orgID, wsID string) {
 // finish records a job's outcome on a fresh context, with its audit entry
 // and metrics; a failed attempt with retries left goes back to pending with
 // backoff.
-func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, started time.Time) {
+func (s *Service) finish(j store.RestartJob, end jobEnd, started time.Time) {
+	state, reason, errMsg := end.state, end.reason, end.err
 	now := s.clock.Now()
 	if reason == "" {
 		reason = j.Reason
 	}
-	canRetry := state == store.JobFailed && j.Attempts < j.MaxAttempts
+	canRetry := state == store.JobFailed && j.Attempts < j.MaxAttempts && !end.final
 	retry := canRetry
 	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
 		retry = canRetry
 		if err := tx.LockOrg(ctx, j.OrgID); err != nil {
 			return err
 		}
-		cur, err := tx.GetJob(ctx, j.OrgID, j.ID)
+		cur, err := tx.GetJobForUpdate(ctx, j.OrgID, j.ID)
 		if err != nil {
 			return err
 		}
 		if cur.LeaseOwner != s.owner || cur.State != store.JobRunning {
 			return nil // another replica took it over
 		}
+		gen := cur.Generation
 		cur.Reason, cur.Error, cur.UpdatedAt, cur.LeaseUntil = reason, errMsg, now, time.Time{}
 		action := "restart." + state
 		if retry {
@@ -364,6 +415,9 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		if retry {
 			cur.State, cur.LeaseOwner = store.JobPending, ""
 			cur.RunAfter = now.Add(s.cfg.RetryBackoff << (cur.Attempts - 1))
+			// The next attempt provisions a new box; a recorded generation
+			// would make it adopt this attempt's failed one instead.
+			cur.Generation = 0
 			action = "restart.retry"
 		} else {
 			cur.State, cur.FinishedAt = state, now
@@ -371,12 +425,12 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		if err := tx.UpdateJob(ctx, cur); err != nil {
 			return err
 		}
-		if !retry && state == store.JobFailed && j.Reason == ReasonBoxFailed && j.RequestedBy == "" && cur.Generation > 0 {
+		if !retry && state == store.JobFailed && j.Reason == ReasonBoxFailed && j.RequestedBy == "" && gen > 0 {
 			// A recovery job has one attempt and owns the box it provisions,
 			// so neither boxExited nor the provision deadline queues the next
 			// recovery when that box fails too; it is queued here, and
 			// scheduleRecoveryTx applies the bound (then box.gave_up).
-			if err := s.scheduleRecoveryTx(ctx, tx, j.OrgID, j.WorkspaceID, cur.Generation); err != nil {
+			if _, err := s.scheduleRecoveryTx(ctx, tx, j.OrgID, j.WorkspaceID, gen); err != nil {
 				return err
 			}
 		}
@@ -395,7 +449,7 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 		}
 		_, err = tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(j.OrgID), auditEvent{
 			Action: action, TargetKind: "restart_job", TargetID: j.ID, WorkspaceID: j.WorkspaceID,
-			Detail: map[string]any{"reason": reason, "attempt": cur.Attempts, "generation": cur.Generation,
+			Detail: map[string]any{"reason": reason, "attempt": cur.Attempts, "generation": gen,
 				"automatic": j.Automatic, "change_id": j.ChangeID, "error": errMsg},
 		}, outcome))
 		return err
@@ -426,27 +480,42 @@ func (s *Service) finish(j store.RestartJob, state, reason, errMsg string, start
 // in the caller's transaction, so that a failure and its recovery commit
 // together: nobody ever sees the one without the other. The caller holds
 // the org lock.
-func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID, wsID string, gen int64) error {
+func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID, wsID string, gen int64) (bool, error) {
 	w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 	if err != nil || w.Generation != gen || w.Status != StatusFailed {
-		return err
+		return false, err
 	}
-	if w.Failures > s.cfg.MaxProvisionRetries {
+	platform := w.Kind == store.KindPlatform
+	if w.Failures > s.cfg.MaxProvisionRetries && !platform {
 		_, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
 			Action: "box.gave_up", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
 			Detail: map[string]any{"generation": gen, "failures": w.Failures},
 		}, "failed"))
-		return err
+		return false, err
 	}
-	if _, err := tx.GetPendingJob(ctx, wsID); err == nil {
-		return nil // a pending restart will provision it
+	if _, err := tx.GetPendingJobForUpdate(ctx, wsID); err == nil {
+		return false, nil // a pending restart will provision it
 	}
 	now := s.clock.Now()
-	return tx.InsertJobs(ctx, []store.RestartJob{{
+	// The org root is never given up on: its attempts go on, with an
+	// exponential backoff capped at PlatformMaxBackoff.
+	wait := s.cfg.RetryBackoff << max(w.Failures-1, 0)
+	if platform {
+		wait = backoff(s.cfg.RetryBackoff, w.Failures-1, s.cfg.PlatformMaxBackoff)
+	}
+	err = tx.InsertJobs(ctx, []store.RestartJob{{
 		ID: ids.New("j"), OrgID: orgID, WorkspaceID: wsID, State: store.JobPending, Reason: ReasonBoxFailed,
-		Note: fmt.Sprintf("recovers generation %d", gen), MaxAttempts: 1, RunAfter: now.Add(s.cfg.RetryBackoff << max(w.Failures-1, 0)),
+		Note: fmt.Sprintf("recovers generation %d", gen), MaxAttempts: 1, RunAfter: now.Add(wait),
 		CreatedAt: now, UpdatedAt: now,
 	}})
+	if err != nil || !platform {
+		return err == nil, err
+	}
+	_, err = tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
+		Action: "platform.recovery_scheduled", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
+		Detail: map[string]any{"generation": gen, "failures": w.Failures, "after_seconds": wait.Seconds()},
+	}, "ok"))
+	return err == nil, err
 }
 
 // reconcile adopts, at start, the boxes a previous run left: running ones
@@ -484,9 +553,14 @@ func (s *Service) reconcile(ctx context.Context) error {
 			s.markFailed(w.OrgID, w.ID, w.Generation, "runtime", fmt.Sprintf("runtime %s is not enabled on this control plane", w.Runtime), false)
 			continue
 		}
-		st, err := prov.Adopt(ctx, h)
+		st, err := s.provAdopt(ctx, prov, h)
 		if err == nil && st.Running {
 			s.watch(w, h, false, w.UpdatedAt)
+			continue
+		}
+		if err != nil && !errors.Is(err, provision.ErrNotFound) {
+			// Unknown is not dead: the engine may not be up yet.
+			s.checkLater(w, h, err)
 			continue
 		}
 		why := "box missing after a control-plane restart"
@@ -512,7 +586,7 @@ func (s *Service) startAsync(orgID, wsID string, gen int64, cause string) {
 		if err != nil || w.Status != StatusProvisioning || w.Box != "" || w.Generation != gen {
 			return
 		}
-		if _, err := s.startBox(s.bgCtx, orgID, wsID, cause, false, nil); err != nil && s.bgCtx.Err() == nil {
+		if _, err := s.startBox(s.bgCtx, orgID, wsID, gen, cause, false, nil); err != nil && s.bgCtx.Err() == nil {
 			s.log.Warn("start box", "workspace_id", wsID, "err", AsError(err).Message)
 		}
 	}()
@@ -604,7 +678,7 @@ func (s *Service) findBox(ctx context.Context, w store.Workspace) (provision.Han
 	if !ok || w.Generation == 0 {
 		return provision.Handle{}, false
 	}
-	list, err := l.List(ctx)
+	list, err := s.provList(ctx, l)
 	if err != nil {
 		s.log.Warn("list boxes", "runtime", w.Runtime, "err", err)
 		return provision.Handle{}, false

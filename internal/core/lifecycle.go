@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orgplane/orgplane/internal/auth"
@@ -69,6 +70,9 @@ type boxWatch struct {
 	beat   chan struct{}
 	result chan error // first outcome: nil healthy, or why it failed
 	once   sync.Once
+	// kept: a platform box late for its deadline, kept running (degraded):
+	// the restart that owns it ends without a retry, which would stop it.
+	kept atomic.Bool
 }
 
 func (w *boxWatch) resolve(err error) {
@@ -134,12 +138,18 @@ func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token st
 	return sp, nil
 }
 
+// errSuperseded: the workspace moved to another generation than the one a
+// caller read; the caller's work is moot and it backs off.
+var errSuperseded = errors.New("superseded by a newer box")
+
 // startBox provisions the next generation of a workspace's box. It records
 // the generation (and, through onGen, the job that provisions it) in one
 // transaction before the box starts, so that a crash cannot start two. The
-// caller holds the workspace lock. The returned watch resolves when the box
-// is healthy or has failed.
-func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned bool, onGen func(tx store.Store, gen int64) error) (*boxWatch, error) {
+// caller holds the workspace lock. fromGen is the generation the caller
+// read (compare-and-set: if another replica or an admin restart moved the
+// workspace on since, nothing starts and the error is errSuperseded). The
+// returned watch resolves when the box is healthy or has failed.
+func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int64, cause string, owned bool, onGen func(tx store.Store, gen int64) error) (*boxWatch, error) {
 	w, err := s.store.GetWorkspace(ctx, orgID, wsID)
 	if err != nil {
 		return nil, err
@@ -154,6 +164,9 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 		cur, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil {
 			return err
+		}
+		if cur.Generation != fromGen {
+			return fmt.Errorf("%w: workspace %s is at generation %d, not %d", errSuperseded, wsID, cur.Generation, fromGen)
 		}
 		if err := checkTransition(wsID, cur.Status, StatusProvisioning); err != nil {
 			return err
@@ -192,6 +205,7 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 	if err != nil {
 		return nil, err
 	}
+	s.platformTransition(w.Kind, StatusProvisioning)
 	s.events.Publish(Event{OrgID: orgID, Type: "box.provision", WorkspaceID: wsID, Status: StatusProvisioning})
 	fail := func(cause, msg string) (*boxWatch, error) {
 		err := errors.New(msg)
@@ -209,19 +223,21 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 		return fail("spec", err.Error())
 	}
 	start := s.clock.Now()
-	h, err := prov.Start(ctx, spec)
+	h, err := s.provStart(ctx, prov, spec)
 	if err != nil {
 		s.metrics.Provisions.WithLabelValues(w.Runtime, "start_failed").Inc()
 		return fail("start", "start box: "+err.Error())
 	}
 	hb, _ := json.Marshal(h)
-	err = s.store.InTx(context.WithoutCancel(ctx), func(tx store.Store) error {
+	// Record the handle durably: a store that blinks now must not leave a
+	// live box unrecorded (the recovery would start a second one).
+	err = s.durableTx(func(ctx context.Context, tx store.Store) error {
 		cur, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil {
 			return err
 		}
 		if cur.Generation != w.Generation {
-			return Conflict("superseded")
+			return errSuperseded
 		}
 		if !hasBox(cur.Status) {
 			// Deleted or paused while the box was starting: the delete or
@@ -233,11 +249,34 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID, cause string, owned
 		return tx.UpdateWorkspace(ctx, cur)
 	})
 	if err != nil {
-		// Replaced meanwhile (or the store is gone): this box must not live on.
-		_ = prov.Stop(context.WithoutCancel(ctx), h)
+		// Never recorded as the workspace's box, so nothing relies on it:
+		// it must not live on beside the box that replaced it.
+		s.discardUnrecorded(w, h, err)
 		return fail("store", "record the box: "+AsError(err).Message)
 	}
 	return s.watch(w, h, owned, start), nil
+}
+
+// discardUnrecorded stops a box that was started but could not be recorded
+// as its workspace's box. It is not the workspace's box (another generation
+// is, or none was recorded), so this is not a stop of the platform's box;
+// a failure to stop it is logged and audited, never ignored.
+func (s *Service) discardUnrecorded(w store.Workspace, h provision.Handle, why error) {
+	prov := s.provs[h.Runtime]
+	if prov == nil {
+		prov = s.provs[w.Runtime]
+	}
+	err := errors.New("no provisioner for its runtime")
+	if prov != nil {
+		err = s.provStop(context.Background(), prov, h)
+	}
+	outcome, detail := "ok", map[string]any{"why": "unrecorded", "generation": h.Generation, "cause": AsError(why).Message}
+	if err != nil {
+		outcome, detail["error"] = "failed", err.Error()
+		s.log.Error("stop a box that could not be recorded", "workspace_id", w.ID, "generation", h.Generation, "id", h.ID, "err", err)
+	}
+	s.appendAudit(context.Background(), systemPrincipal(w.OrgID), auditEvent{Action: "box.stop", TargetKind: "workspace",
+		TargetID: w.ID, WorkspaceID: w.ID, Detail: detail}, outcome)
 }
 
 // watch starts following a box generation, replacing any previous watcher
@@ -266,10 +305,11 @@ func (s *Service) watch(w store.Workspace, h provision.Handle, owned bool, start
 	return bw
 }
 
-// unwatch stops following a workspace's box (it is being stopped on purpose).
-func (s *Service) unwatch(wsID string) {
+// unwatch stops following generation gen of a workspace's box (it is being
+// stopped on purpose); a newer generation's watcher is left alone.
+func (s *Service) unwatch(wsID string, gen int64) {
 	s.mu.Lock()
-	if bw := s.watches[wsID]; bw != nil {
+	if bw := s.watches[wsID]; bw != nil && bw.gen == gen {
 		bw.cancel()
 		bw.resolve(errors.New("box stopped"))
 		delete(s.watches, wsID)
@@ -351,7 +391,7 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 			}
 		case <-poll.C:
 			if exited == nil && prov != nil {
-				if st, err := prov.Inspect(ctx, bw.handle); err == nil && !st.Running || errors.Is(err, provision.ErrNotFound) {
+				if st, err := s.provInspect(ctx, prov, bw.handle); err == nil && !st.Running || errors.Is(err, provision.ErrNotFound) {
 					s.boxExited(ctx, bw, w, st, err, healthy)
 					return
 				}
@@ -362,7 +402,7 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 		case <-ready:
 			ready = nil
 			if !healthy {
-				if st, err := prov.Inspect(ctx, bw.handle); err == nil && st.Running {
+				if st, err := s.provInspect(ctx, prov, bw.handle); err == nil && st.Running {
 					if s.markHealthy(w.OrgID, w.ID, bw.gen, "alive for ready_after") {
 						healthy = true
 						s.metrics.ProvisionLatency.WithLabelValues(w.Runtime).Observe(s.clock.Now().Sub(started).Seconds())
@@ -391,11 +431,20 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 			}
 			msg := fmt.Sprintf("box generation %d was not healthy within %s (%s)", bw.gen, s.cfg.ProvisionTimeout, how)
 			s.metrics.Provisions.WithLabelValues(w.Runtime, "timeout").Inc()
-			// An unhealthy box is stopped and recovered, except the
-			// platform's: orgplane never terminates it on its own. An admin
-			// decides.
-			if s.markFailed(w.OrgID, w.ID, bw.gen, "provision_timeout", msg, !bw.owned && w.Kind != store.KindPlatform) &&
-				w.Kind != store.KindPlatform {
+			if w.Kind == store.KindPlatform {
+				// Late is not dead. The platform's box is never stopped by an
+				// automatic path, and it is not declared failed while it may
+				// still come up: it is degraded, watched on, and a late
+				// healthy heartbeat makes it running. If it dies, its exit
+				// brings it back (boxExited); no job owns it any longer.
+				bw.kept.Store(true)
+				bw.owned = false
+				s.setStatus(w.OrgID, w.ID, bw.gen, StatusProvisioning, StatusDegraded, msg+"; kept running: the platform box is never stopped automatically")
+				bw.resolve(errors.New(msg + "; the platform box was kept running (degraded) and becomes running when it heartbeats"))
+				continue
+			}
+			// An unhealthy box is stopped and recovered.
+			if s.markFailed(w.OrgID, w.ID, bw.gen, "provision_timeout", msg, !bw.owned) {
 				if err := s.terminate(context.WithoutCancel(ctx), w, bw.handle, false); err != nil {
 					// The workspace is failed already; the box that would not
 					// stop is recorded too, and its recovery stops it again.
@@ -439,7 +488,9 @@ func (s *Service) boxExited(ctx context.Context, bw *boxWatch, w store.Workspace
 	// A dead box is brought back: that terminates nothing, so it holds for
 	// the platform workspace too. A box a restart job owns is that job's to
 	// retry until it has been healthy.
-	s.markFailed(w.OrgID, w.ID, bw.gen, cause, msg, healthy || !bw.owned)
+	// The platform's dead box is always brought back at once, owned or not:
+	// the supervisor's rules, not a job's retry budget, decide for it.
+	s.markFailed(w.OrgID, w.ID, bw.gen, cause, msg, healthy || !bw.owned || w.Kind == store.KindPlatform)
 	bw.resolve(errors.New(msg))
 }
 
@@ -479,6 +530,7 @@ func (s *Service) logTail(w store.Workspace, n int) string {
 // never seen apart.
 func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string, recover bool) bool {
 	wrote := false
+	var kind string
 	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
 		wrote = false
 		if recover {
@@ -493,6 +545,7 @@ func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string, r
 		if w.Generation != gen || !CanTransition(w.Status, StatusFailed) || !hasBox(w.Status) {
 			return nil
 		}
+		kind = w.Kind
 		now := s.clock.Now()
 		// A box that stayed healthy for a while starts a fresh count; one
 		// that flaps (healthy, then dead soon after) keeps counting, so the
@@ -513,13 +566,15 @@ func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string, r
 		if err != nil || !recover {
 			return err
 		}
-		return s.scheduleRecoveryTx(ctx, tx, orgID, wsID, gen)
+		_, err = s.scheduleRecoveryTx(ctx, tx, orgID, wsID, gen)
+		return err
 	})
 	if err != nil {
 		s.log.Error("record box failure", "workspace_id", wsID, "generation", gen, "cause", cause, "err", err)
 		return false
 	}
 	if wrote {
+		s.platformTransition(kind, StatusFailed)
 		s.metrics.BoxFailures.WithLabelValues(cause).Inc()
 		s.log.Warn("box failed", "workspace_id", wsID, "generation", gen, "cause", cause, "error", msg)
 		s.events.Publish(Event{OrgID: orgID, Type: "box.failed", WorkspaceID: wsID, Status: StatusFailed, Reason: cause})
@@ -536,25 +591,39 @@ func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string, r
 func (s *Service) markHealthy(orgID, wsID string, gen int64, via string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ok := false
+	ok, changed := false, false
+	var kind string
 	err := s.store.InTx(ctx, func(tx store.Store) error {
 		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil {
 			return err
 		}
-		ok, err = s.healthyTx(ctx, tx, w, gen, via)
+		kind = w.Kind
+		ok, changed, err = s.healthyTx(ctx, tx, w, gen, via)
 		return err
 	})
 	if err != nil {
 		s.log.Error("record box healthy", "workspace_id", wsID, "generation", gen, "err", err)
 		return false
 	}
+	if changed {
+		s.healthyCommitted(orgID, wsID, kind)
+	}
 	return ok
 }
 
-func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspace, gen int64, via string) (bool, error) {
+// healthyCommitted announces a box that became running, once its
+// transaction committed (never before: a rolled-back change is no event).
+func (s *Service) healthyCommitted(orgID, wsID, kind string) {
+	s.platformTransition(kind, StatusRunning)
+	s.events.Publish(Event{OrgID: orgID, Type: "box.healthy", WorkspaceID: wsID, Status: StatusRunning})
+}
+
+// healthyTx moves generation gen to running in tx. ok: it is running now;
+// changed: this call moved it.
+func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspace, gen int64, via string) (ok, changed bool, err error) {
 	if w.Generation != gen || (w.Status != StatusProvisioning && w.Status != StatusDegraded) {
-		return w.Generation == gen && w.Status == StatusRunning, nil
+		return w.Generation == gen && w.Status == StatusRunning, false, nil
 	}
 	now := s.clock.Now()
 	first := w.Status == StatusProvisioning
@@ -565,32 +634,35 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 		w.HealthyAt, w.LastError = now, ""
 	}
 	if err := tx.UpdateWorkspace(ctx, w); err != nil {
-		return false, err
+		return false, false, err
 	}
 	if first {
 		if err := tx.RevokeBoxTokens(ctx, w.OrgID, w.ID, gen, now); err != nil {
-			return false, err
+			return false, false, err
 		}
 		if _, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(w.OrgID), auditEvent{
 			Action: "box.healthy", TargetKind: "workspace", TargetID: w.ID, WorkspaceID: w.ID,
 			Detail: map[string]any{"generation": gen, "via": via},
 		}, "ok")); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
-	s.events.Publish(Event{OrgID: w.OrgID, Type: "box.healthy", WorkspaceID: w.ID, Status: StatusRunning})
-	return true, nil
+	return true, true, nil
 }
 
 // setStatus moves a generation between two statuses, if it is still there.
 func (s *Service) setStatus(orgID, wsID string, gen int64, from, to, msg string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	wrote := false
+	var kind string
 	err := s.store.InTx(ctx, func(tx store.Store) error {
+		wrote = false
 		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil || w.Generation != gen || w.Status != from {
 			return err
 		}
+		kind = w.Kind
 		if err := checkTransition(wsID, from, to); err != nil {
 			return err
 		}
@@ -602,13 +674,17 @@ func (s *Service) setStatus(orgID, wsID string, gen int64, from, to, msg string)
 			Action: "box." + to, TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
 			Detail: map[string]any{"generation": gen, "reason": msg},
 		}, "ok"))
+		wrote = err == nil
 		return err
 	})
 	if err != nil {
 		s.log.Error("set box status", "workspace_id", wsID, "to", to, "err", err)
 		return
 	}
-	s.events.Publish(Event{OrgID: orgID, Type: "box." + to, WorkspaceID: wsID, Status: to, Reason: msg})
+	if wrote {
+		s.platformTransition(kind, to)
+		s.events.Publish(Event{OrgID: orgID, Type: "box." + to, WorkspaceID: wsID, Status: to, Reason: msg})
+	}
 }
 
 // ErrPlatformStop is returned when an automatic path tries to stop the
@@ -631,7 +707,7 @@ func (s *Service) terminate(ctx context.Context, w store.Workspace, h provision.
 	if prov == nil {
 		return fmt.Errorf("runtime %s is not enabled on this control plane", w.Runtime)
 	}
-	if err := prov.Stop(ctx, h); err != nil {
+	if err := s.provStop(ctx, prov, h); err != nil {
 		return fmt.Errorf("stop box of %s: %w", w.ID, err)
 	}
 	return nil
@@ -658,7 +734,7 @@ func (s *Service) stopCurrent(ctx context.Context, w store.Workspace, explicit b
 	if w.Kind == store.KindPlatform && !explicit {
 		return ErrPlatformStop
 	}
-	s.unwatch(w.ID)
+	s.unwatch(w.ID, w.Generation)
 	return s.terminate(ctx, w, h, explicit)
 }
 
@@ -708,7 +784,10 @@ func (s *Service) durableTx(fn func(ctx context.Context, tx store.Store) error) 
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := s.store.InTx(ctx, func(tx store.Store) error { return fn(ctx, tx) })
 		cancel()
-		if err == nil || !errors.Is(err, store.ErrUnavailable) || time.Now().Add(wait).After(deadline) {
+		// A stall of the store shows as ErrUnavailable or as this attempt's
+		// own deadline passing: both are tried again, with a fresh context.
+		stalled := errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+		if err == nil || !stalled || time.Now().Add(wait).After(deadline) {
 			return err
 		}
 		s.log.Warn("store unavailable; will retry recording", "err", err, "in", wait)

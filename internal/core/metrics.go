@@ -16,6 +16,14 @@ type Metrics struct {
 	ProvisionLatency *prometheus.HistogramVec // runtime
 	StaleWorkspaces  prometheus.Gauge
 	RestartsInFlight prometheus.Gauge
+	// The platform supervisor's: transitions of platform workspaces by the
+	// status they moved to; recoveries it scheduled; how long each org's
+	// platform has not been running (0 when it is); and how many have been
+	// down for longer than the alert threshold (alert on > 0).
+	PlatformTransitions *prometheus.CounterVec // to
+	PlatformRecoveries  prometheus.Counter
+	PlatformNotRunning  *prometheus.GaugeVec // org_id
+	PlatformsDown       prometheus.Gauge
 }
 
 // NewMetrics registers orgplane's metrics on a fresh registry.
@@ -53,7 +61,20 @@ func NewMetrics() *Metrics {
 		RestartsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orgplane_restarts_in_flight", Help: "Restarts this replica is executing.",
 		}),
+		PlatformTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orgplane_platform_transitions_total", Help: "Status changes of platform workspaces, by the status they moved to.",
+		}, []string{"to"}),
+		PlatformRecoveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orgplane_platform_recoveries_total", Help: "Re-provisions of a dead platform box scheduled by the platform supervisor.",
+		}),
+		PlatformNotRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orgplane_platform_not_running_seconds", Help: "How long each org's platform workspace has not been running (0 when it is).",
+		}, []string{"org_id"}),
+		PlatformsDown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orgplane_platforms_down", Help: "Platform workspaces not running for longer than the alert threshold (default 1m).",
+		}),
 	}
+	reg.MustRegister(m.PlatformTransitions, m.PlatformRecoveries, m.PlatformNotRunning, m.PlatformsDown)
 	reg.MustRegister(m.Decisions, m.Restarts, m.RestartDuration, m.PropagationLag, m.BoxFailures,
 		m.Provisions, m.ProvisionLatency, m.RestartsInFlight, m.StaleWorkspaces,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))

@@ -46,7 +46,7 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 			return Refused("external_runtime", "workspace %s runs elsewhere (runtime external): orgplane never restarts it", id)
 		}
 		now := s.clock.Now()
-		if pend, err := tx.GetPendingJob(ctx, id); err == nil {
+		if pend, err := tx.GetPendingJobForUpdate(ctx, id); err == nil {
 			pend.State, pend.FinishedAt, pend.UpdatedAt = store.JobSuperseded, now, now
 			pend.Note = "superseded by an admin restart"
 			if err := tx.UpdateJob(ctx, pend); err != nil {
@@ -141,6 +141,7 @@ func (s *Service) pauseResume(ctx context.Context, id string, pause bool) (Works
 	var changed []store.Workspace
 	var root store.Workspace
 	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		changed, root = nil, store.Workspace{} // the transaction may run again
 		w, err := s.visibleWorkspace(ctx, tx, p, id)
 		if err != nil {
 			return err
@@ -270,6 +271,12 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 		if w.Generation != gen {
 			return Conflict("stale generation %d: the current box is generation %d", gen, w.Generation)
 		}
+		if w.BoxTokenID == "" || p.TokenID != w.BoxTokenID {
+			// Only the box itself speaks for its health: another token of
+			// the workspace (one an admin minted) cannot make a hung box
+			// look running.
+			return Forbidden("heartbeats for generation %d come from that box's own token (ORGPLANE_TOKEN), not token %s", gen, p.TokenID)
+		}
 		if fingerprint != "" && fingerprint != w.BoxFingerprint {
 			return Conflict("fingerprint mismatch: the box does not run the env it was provisioned with")
 		}
@@ -285,7 +292,9 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 		return Workspace{Workspace: w}, nil
 	}
 	var out store.Workspace
+	changed := false
 	err = s.store.InTx(ctx, func(tx store.Store) error {
+		changed = false
 		w, err := tx.GetWorkspaceForUpdate(ctx, p.OrgID, id)
 		if err != nil {
 			return err
@@ -302,7 +311,7 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 		if err := tx.UpdateWorkspace(ctx, w); err != nil {
 			return err
 		}
-		if _, err := s.healthyTx(ctx, tx, w, gen, "heartbeat"); err != nil {
+		if _, changed, err = s.healthyTx(ctx, tx, w, gen, "heartbeat"); err != nil {
 			return err
 		}
 		out, err = tx.GetWorkspace(ctx, p.OrgID, id)
@@ -310,6 +319,9 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 	})
 	if err != nil {
 		return Workspace{}, err
+	}
+	if changed {
+		s.healthyCommitted(out.OrgID, out.ID, out.Kind)
 	}
 	s.nudge(id)
 	return Workspace{Workspace: out}, nil

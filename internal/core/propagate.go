@@ -98,6 +98,26 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 	for _, id := range unknown {
 		plan.Decisions = append(plan.Decisions, propagation.Decide(propagation.Target{WorkspaceID: id}, caller, s.limits()))
 	}
+	// A change merged into a pending job must hold that job until it
+	// commits: otherwise a claim could take the job and read the old env
+	// first, and the change would be lost (the box started with the old
+	// value, nothing left queued). Jobs claimed meanwhile are no longer
+	// pending: for those the change queues a restart of its own.
+	var merging []string
+	for _, f := range facts {
+		if f.PendingJobID != "" {
+			merging = append(merging, f.PendingJobID)
+		}
+	}
+	held, err := tx.LockPendingJobs(ctx, merging)
+	if err != nil {
+		return Plan{}, err
+	}
+	for i := range facts {
+		if facts[i].PendingJobID != "" && !held[facts[i].PendingJobID] {
+			facts[i].PendingJobID = ""
+		}
+	}
 	for _, f := range facts {
 		t := targetOf(f)
 		if t.RecentAutoRestarts >= s.limits().MaxAutoRestarts && !t.LoopBroken {

@@ -62,6 +62,22 @@ type RuntimeConfig struct {
 	// StableAfter: a box healthy this long has proven itself; its next
 	// failure starts a fresh retry count (default 60s).
 	StableAfter time.Duration
+	// ProvisionerCallTimeout bounds each Inspect, Adopt and List call to a
+	// provisioner (default 15s): a hung engine must not hold a restart slot
+	// or a workspace forever. Start is bounded by ProvisionTimeout, Stop by
+	// StopTimeout.
+	ProvisionerCallTimeout time.Duration
+	// StopTimeout bounds one Stop call, grace period included (default 60s).
+	StopTimeout time.Duration
+	// PlatformCheckInterval is how often the platform supervisor looks at
+	// every org's platform workspace (default 5s).
+	PlatformCheckInterval time.Duration
+	// PlatformMaxBackoff caps the backoff between attempts to bring a dead
+	// platform box back; those attempts never stop (default 30s).
+	PlatformMaxBackoff time.Duration
+	// PlatformDownAlert: a platform workspace not running for longer is
+	// logged at error level on every check (default 1m).
+	PlatformDownAlert time.Duration
 }
 
 func (c *RuntimeConfig) defaults() {
@@ -85,6 +101,11 @@ func (c *RuntimeConfig) defaults() {
 	def(&c.PollInterval, time.Second)
 	def(&c.HeartbeatTimeout, 15*time.Second)
 	def(&c.StableAfter, time.Minute)
+	def(&c.ProvisionerCallTimeout, 15*time.Second)
+	def(&c.StopTimeout, time.Minute)
+	def(&c.PlatformCheckInterval, 5*time.Second)
+	def(&c.PlatformMaxBackoff, 30*time.Second)
+	def(&c.PlatformDownAlert, time.Minute)
 	defInt(&c.MaxProvisionRetries, 3)
 	defInt(&c.MaxConcurrentRestarts, 4)
 	defInt(&c.MaxConcurrentRestartsPerOrg, 4)
@@ -110,6 +131,11 @@ type Service struct {
 	bg      sync.WaitGroup
 	stop    context.CancelFunc
 	bgCtx   context.Context
+	// platformDown: org id -> when this replica first saw its platform
+	// workspace not running (the supervisor's alert clock).
+	platformDown map[string]time.Time
+	// unlockServer releases the store's one-server lock (SQLite).
+	unlockServer func()
 }
 
 // Options configure a Service.
@@ -126,7 +152,8 @@ type Options struct {
 func New(st store.Store, opts Options) *Service {
 	s := &Service{store: st, clock: opts.Clock, log: opts.Logger, keys: opts.Keys, provs: opts.Provisioners,
 		cfg: opts.Runtime, metrics: opts.Metrics, events: NewBus(), owner: ids.New("p"),
-		wake: make(chan struct{}, 1), watches: map[string]*boxWatch{}, locks: map[string]*wsLock{}}
+		wake: make(chan struct{}, 1), watches: map[string]*boxWatch{}, locks: map[string]*wsLock{},
+		platformDown: map[string]time.Time{}}
 	if s.clock == nil {
 		s.clock = SystemClock{}
 	}

@@ -5,7 +5,7 @@ package core
 // refused, not written.
 var transitions = map[string]map[string]bool{
 	StatusStopped:      {StatusProvisioning: true, StatusPaused: true, StatusRemoved: true},
-	StatusProvisioning: {StatusProvisioning: true, StatusRunning: true, StatusFailed: true, StatusStopped: true, StatusPaused: true, StatusRemoved: true},
+	StatusProvisioning: {StatusProvisioning: true, StatusRunning: true, StatusDegraded: true, StatusFailed: true, StatusStopped: true, StatusPaused: true, StatusRemoved: true},
 	StatusRunning:      {StatusProvisioning: true, StatusDegraded: true, StatusFailed: true, StatusStopped: true, StatusPaused: true, StatusRemoved: true},
 	StatusDegraded:     {StatusProvisioning: true, StatusRunning: true, StatusFailed: true, StatusStopped: true, StatusPaused: true, StatusRemoved: true},
 	StatusFailed:       {StatusProvisioning: true, StatusStopped: true, StatusPaused: true, StatusRemoved: true},

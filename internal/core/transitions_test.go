@@ -13,6 +13,7 @@ func TestTransitions(t *testing.T) {
 	for _, p := range [][2]string{
 		{StatusStopped, StatusProvisioning}, {StatusStopped, StatusPaused}, {StatusStopped, StatusRemoved},
 		{StatusProvisioning, StatusProvisioning}, {StatusProvisioning, StatusRunning}, {StatusProvisioning, StatusFailed},
+		{StatusProvisioning, StatusDegraded}, // a late platform box: kept, not failed
 		{StatusProvisioning, StatusStopped}, {StatusProvisioning, StatusPaused}, {StatusProvisioning, StatusRemoved},
 		{StatusRunning, StatusProvisioning}, {StatusRunning, StatusDegraded}, {StatusRunning, StatusFailed},
 		{StatusRunning, StatusStopped}, {StatusRunning, StatusPaused}, {StatusRunning, StatusRemoved},

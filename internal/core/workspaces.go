@@ -334,6 +334,7 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) 
 	var removed []string
 	var stopped []store.Workspace
 	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		removed, stopped = nil, nil // the transaction may run again
 		w, err := s.visibleWorkspace(ctx, tx, p, id)
 		if err != nil {
 			return err
@@ -379,9 +380,16 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) 
 
 // subtree returns w and its live descendants, parents before children.
 func (s *Service) subtree(ctx context.Context, tx store.Store, w store.Workspace) ([]store.Workspace, error) {
+	// Cascades write each row back whole: every row is read locked, root
+	// first, or a restart that committed meanwhile (a new generation, a new
+	// box) would be rolled back by the cascade's stale copy.
+	w, err := tx.GetWorkspaceForUpdate(ctx, w.OrgID, w.ID)
+	if err != nil {
+		return nil, err
+	}
 	out := []store.Workspace{w}
 	for i := 0; i < len(out); i++ {
-		kids, err := tx.ListChildren(ctx, w.OrgID, out[i].ID)
+		kids, err := tx.ListChildrenForUpdate(ctx, w.OrgID, out[i].ID)
 		if err != nil {
 			return nil, err
 		}
