@@ -429,7 +429,10 @@ func authzEndpoints() []endpoint {
 				require.NoError(t, err)
 				return mustJSON(t, map[string]any{"generation": w.Generation})
 			},
-			want:  want{otherOrg: 404, otherWS: 404, ownWS: 200, admin: 403},
+			// The own workspace's tokens here are minted by an admin, not the
+			// box's: only the current box's token may heartbeat (see
+			// TestHeartbeatOnlyFromTheCurrentBoxToken).
+			want:  want{otherOrg: 404, otherWS: 404, ownWS: 403, admin: 403},
 			state: wsState},
 		{name: "workspaces.logs", method: "GET", path: wsPath("/logs"), want: wsAdmin},
 		{name: "secrets.list", method: "GET", path: wsPath("/secrets"), want: wsRead,
