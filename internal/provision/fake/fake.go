@@ -66,6 +66,7 @@ type Provisioner struct {
 	calls     []Call
 	startErrs []error
 	stopErrs  []error
+	adoptErrs []error
 	logs      map[string][]byte // by workspace id
 }
 
@@ -102,6 +103,16 @@ func (p *Provisioner) FailNextStart(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.startErrs = append(p.startErrs, err)
+}
+
+// FailNextAdopts makes the next n Adopt calls return err (an engine that is
+// not up yet, EMFILE reading /proc): the box's state is unknown, not gone.
+func (p *Provisioner) FailNextAdopts(err error, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range n {
+		p.adoptErrs = append(p.adoptErrs, err)
+	}
 }
 
 // FailNextStop makes the next Stop return err and leave the box running.
@@ -196,6 +207,12 @@ func (p *Provisioner) Inspect(_ context.Context, h provision.Handle) (provision.
 func (p *Provisioner) Adopt(_ context.Context, h provision.Handle) (provision.State, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(p.adoptErrs) > 0 {
+		err := p.adoptErrs[0]
+		p.adoptErrs = p.adoptErrs[1:]
+		p.record(Call{Op: "adopt", Handle: h, Err: err})
+		return provision.State{}, err
+	}
 	b, err := p.lookup(h)
 	p.record(Call{Op: "adopt", Handle: h, Err: err})
 	if err != nil {

@@ -1,0 +1,213 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/orgplane/orgplane/internal/client"
+	"github.com/orgplane/orgplane/internal/core"
+	"github.com/orgplane/orgplane/internal/provision"
+	"github.com/orgplane/orgplane/internal/provision/fake"
+	"github.com/orgplane/orgplane/internal/testenv"
+)
+
+// Tests of the platform supervisor (issue 8: the org root always comes
+// back). Under the fake provisioner no box heartbeats by itself: a test
+// heartbeats with the box's own token to play its agent.
+
+func boxTokenOf(t *testing.T, f *fake.Provisioner, wsID string, gen int64) string {
+	t.Helper()
+	for _, sp := range f.Starts() {
+		if sp.WorkspaceID == wsID && sp.Generation == gen {
+			return sp.Env[core.EnvToken]
+		}
+	}
+	t.Fatalf("no box of %s generation %d was started", wsID, gen)
+	return ""
+}
+
+// beat heartbeats generation gen of a workspace with its box's token.
+func beat(t *testing.T, e *testenv.Env, f *fake.Provisioner, wsID string, gen int64) error {
+	t.Helper()
+	c := client.New(e.URL, boxTokenOf(t, f, wsID, gen))
+	return c.Do(context.Background(), http.MethodPost, "/v1/workspaces/"+wsID+"/heartbeat", map[string]any{"generation": gen}, nil)
+}
+
+func auditActions(t *testing.T, e *testenv.Env, wsID string) []string {
+	t.Helper()
+	page, err := e.Admin.ListAudit(context.Background(), wsID, 1000, 0)
+	require.NoError(t, err)
+	var out []string
+	for _, en := range page.Entries {
+		out = append(out, en.Action+":"+en.Outcome)
+	}
+	return out
+}
+
+func fakeStops(f *fake.Provisioner, wsID string) []provision.Handle {
+	var out []provision.Handle
+	for _, h := range f.Stops() {
+		if h.WorkspaceID == wsID {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// stop ends an Env's server and service early (a control-plane crash, as
+// far as its boxes are concerned: they keep running in the fake).
+func stop(e *testenv.Env) {
+	e.Server.CloseClientConnections()
+	e.Server.Close()
+	e.Service.Close()
+	_ = e.Store.Close()
+}
+
+// Finding 1: a transient adopt error at startup marked the live platform
+// failed for good. Unknown is not dead: degraded with the reason, checked
+// again, and adopted when the check answers; no new box, no stop.
+func TestPlatformAdoptErrorIsNotDeath(t *testing.T) {
+	t.Parallel()
+	f := fake.New()
+	provs := map[string]provision.Provisioner{provision.RuntimeProcess: f}
+	rt := fastRuntime()
+	e1 := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: provs})
+	pw := e1.Org.Platform.ID
+	waitWS(t, e1, pw, "platform provisioning", func(w client.Workspace) bool { return w.Generation == 1 })
+	require.NoError(t, beat(t, e1, f, pw, 1))
+	waitWS(t, e1, pw, "platform running", func(w client.Workspace) bool { return w.Status == "running" })
+	stop(e1)
+
+	f.FailNextAdopts(syscall.EMFILE, 3)
+	e2 := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: provs, DBURL: e1.DBURL, MasterKey: e1.MasterKey})
+	e2.Admin = client.New(e2.URL, e1.AdminToken)
+	got := waitWS(t, e2, pw, "platform degraded with the reason", func(w client.Workspace) bool {
+		return w.Status == "degraded" && strings.Contains(w.LastError, "cannot check")
+	})
+	require.EqualValues(t, 1, got.Generation)
+	// The check answers again: the box is watched, and its heartbeat makes it running.
+	e2.Eventually(20*time.Second, func() bool { return beat(t, e2, f, pw, 1) == nil }, "heartbeat accepted")
+	got = waitWS(t, e2, pw, "platform running again", func(w client.Workspace) bool { return w.Status == "running" })
+	require.EqualValues(t, 1, got.Generation, "the same box: nothing was re-provisioned")
+	require.Empty(t, fakeStops(f, pw), "the platform box was never stopped")
+	require.NotContains(t, strings.Join(auditActions(t, e2, pw), " "), "box.failed")
+}
+
+// Finding 2: an admin restart of the platform whose new box is slow to
+// heartbeat hit the provision timeout: failed, retries re-adopted the hung
+// box, late heartbeats got 409 and the agent exited. Late is not dead: the
+// box is kept (degraded), the job ends failed without a retry, and a late
+// heartbeat makes it running.
+func TestPlatformLateFirstHeartbeatIsKept(t *testing.T) {
+	t.Parallel()
+	rt := fastRuntime()
+	rt.ProvisionTimeout = 500 * time.Millisecond
+	e := testenv.New(t, testenv.Options{Runtime: rt})
+	ctx := context.Background()
+	pw := e.Org.Platform.ID
+	// The bootstrap box is late too: kept, degraded.
+	waitWS(t, e, pw, "bootstrap box kept degraded", func(w client.Workspace) bool { return w.Status == "degraded" && w.Generation == 1 })
+	require.NoError(t, beat(t, e, e.Fake, pw, 1))
+	waitWS(t, e, pw, "running", func(w client.Workspace) bool { return w.Status == "running" })
+
+	job, err := e.Admin.RestartWorkspace(ctx, pw, "rotate")
+	require.NoError(t, err)
+	got := waitWS(t, e, pw, "generation 2 kept degraded", func(w client.Workspace) bool {
+		return w.Generation == 2 && w.Status == "degraded"
+	})
+	require.Contains(t, got.LastError, "never stopped automatically")
+	var j client.RestartJob
+	e.Eventually(10*time.Second, func() bool {
+		js, err := e.Admin.ListRestarts(ctx, pw)
+		for _, x := range js {
+			if x.ID == job.ID {
+				j = x
+			}
+		}
+		return err == nil && j.State == "failed"
+	}, "the admin restart ended")
+	require.Equal(t, 1, j.Attempts, "no retry: a retry would stop the live platform box")
+	require.Contains(t, j.Error, "kept running")
+
+	require.NoError(t, beat(t, e, e.Fake, pw, 2), "a late heartbeat is accepted")
+	got = waitWS(t, e, pw, "running", func(w client.Workspace) bool { return w.Status == "running" })
+	require.EqualValues(t, 2, got.Generation)
+	for _, h := range fakeStops(e.Fake, pw) {
+		require.EqualValues(t, 1, h.Generation, "only the explicit restart stopped a platform box (generation 1)")
+	}
+	actions := strings.Join(auditActions(t, e, pw), " ")
+	require.NotContains(t, actions, "box.failed")
+	require.Contains(t, actions, "box.degraded:ok")
+}
+
+// Finding 4: the platform's recovery budget was any box's: a few crashes
+// in a row ended in box.gave_up and the root stayed down. It has no
+// give-up: every crash is followed by a new box, with capped backoff.
+func TestPlatformAlwaysComesBack(t *testing.T) {
+	t.Parallel()
+	rt := fastRuntime()
+	rt.MaxProvisionRetries = 1
+	rt.PlatformMaxBackoff = 100 * time.Millisecond
+	rt.ProvisionTimeout = time.Minute // the crashes, not timeouts, are under test
+	e := testenv.New(t, testenv.Options{Runtime: rt})
+	pw := e.Org.Platform.ID
+	const crashes = 5
+	for gen := int64(1); gen <= crashes; gen++ {
+		var h provision.Handle
+		e.Eventually(20*time.Second, func() bool {
+			var ok bool
+			h, ok = e.Fake.Running(pw)
+			return ok && h.Generation == gen
+		}, "platform box generation %d running", gen)
+		if gen%2 == 0 {
+			require.NoError(t, beat(t, e, e.Fake, pw, gen)) // some crash healthy, some during provision
+			waitWS(t, e, pw, "running", func(w client.Workspace) bool { return w.Status == "running" && w.Generation == gen })
+		}
+		require.NoError(t, e.Fake.Exit(h, 1))
+	}
+	got := waitWS(t, e, pw, "brought back after every crash", func(w client.Workspace) bool {
+		return w.Generation == crashes+1 && w.Status == "provisioning"
+	})
+	require.Equal(t, "provisioning", got.Status)
+	require.Empty(t, fakeStops(e.Fake, pw))
+	actions := strings.Join(auditActions(t, e, pw), " ")
+	require.NotContains(t, actions, "box.gave_up")
+	require.Contains(t, actions, "platform.recovery_scheduled:ok")
+}
+
+// Finding 11: a job's retry re-adopted the box its failed attempt left
+// (the generation persisted across attempts) and failed at once. A retry
+// provisions a new box.
+func TestRetryProvisionsANewBox(t *testing.T) {
+	t.Parallel()
+	rt := fastRuntime()
+	rt.ProvisionTimeout = 300 * time.Millisecond
+	rt.MaxProvisionRetries = 2
+	e := testenv.New(t, testenv.Options{Runtime: rt})
+	ctx := context.Background()
+	// An agent box: healthy only by heartbeat, which nobody sends.
+	w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "slow"})
+	require.NoError(t, err)
+	waitWS(t, e, w.ID, "first box failed", func(x client.Workspace) bool { return x.Generation >= 1 && x.Status == "failed" })
+	before := len(e.Fake.Starts())
+	// The failed attempt's box will not stop: it stays alive.
+	e.Fake.FailNextStop(errors.New("engine busy"))
+	_, err = e.Admin.RestartWorkspace(ctx, w.ID, "")
+	require.NoError(t, err)
+	e.Eventually(20*time.Second, func() bool {
+		gens := map[int64]bool{}
+		for _, sp := range e.Fake.Starts()[before:] {
+			if sp.WorkspaceID == w.ID {
+				gens[sp.Generation] = true
+			}
+		}
+		return len(gens) >= 2
+	}, "each attempt started a box of its own")
+}
