@@ -50,3 +50,27 @@ func backoff(base time.Duration, n int, ceiling time.Duration) time.Duration {
 	}
 	return min(d, ceiling)
 }
+
+// sees reports whether this control plane can see the box of handle h:
+// a box recorded on another node is neither inspected nor adopted nor
+// stopped nor declared dead from here.
+func (s *Service) sees(runtime string, h provision.Handle) bool {
+	if h.Node == "" {
+		return true
+	}
+	prov := s.provs[h.Runtime]
+	if prov == nil {
+		prov = s.provs[runtime]
+	}
+	n, ok := prov.(provision.Noder)
+	return !ok || n.Node() == h.Node
+}
+
+// nodeOf is the node a new box of this provisioner runs on ("" when its
+// boxes are visible from every replica).
+func nodeOf(prov provision.Provisioner) string {
+	if n, ok := prov.(provision.Noder); ok {
+		return n.Node()
+	}
+	return ""
+}

@@ -186,7 +186,7 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 		if !ok {
 			h, ok = s.findBox(ctx, w)
 		}
-		if ok {
+		if ok && s.sees(w.Runtime, h) {
 			if prov := s.provs[w.Runtime]; prov != nil {
 				if st, err := s.provAdopt(ctx, prov, h); err == nil && st.Running {
 					if w.Status == StatusRunning {
@@ -293,8 +293,8 @@ func (s *Service) boxGone(ctx context.Context, w store.Workspace) bool {
 		return true
 	}
 	prov := s.provs[w.Runtime]
-	if prov == nil {
-		return false
+	if prov == nil || !s.sees(w.Runtime, h) {
+		return false // not known: another node's box, or no provisioner here
 	}
 	st, err := s.provInspect(ctx, prov, h)
 	return (err == nil && !st.Running) || errors.Is(err, provision.ErrNotFound)
@@ -546,6 +546,11 @@ func (s *Service) reconcile(ctx context.Context) error {
 				}
 			}
 			s.startAsync(w.OrgID, w.ID, w.Generation, "reconcile")
+			continue
+		}
+		if !s.sees(w.Runtime, h) {
+			// Another node's box: the replicas there supervise it.
+			s.log.Info("box on another node; not adopted here", "workspace_id", w.ID, "node", h.Node)
 			continue
 		}
 		prov := s.provs[w.Runtime]

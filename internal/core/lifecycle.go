@@ -228,6 +228,9 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		s.metrics.Provisions.WithLabelValues(w.Runtime, "start_failed").Inc()
 		return fail("start", "start box: "+err.Error())
 	}
+	if h.Node == "" {
+		h.Node = nodeOf(prov)
+	}
 	hb, _ := json.Marshal(h)
 	// Record the handle durably: a store that blinks now must not leave a
 	// live box unrecorded (the recovery would start a second one).
@@ -699,6 +702,9 @@ func (s *Service) terminate(ctx context.Context, w store.Workspace, h provision.
 	if w.Kind == store.KindPlatform && !explicit {
 		s.log.Error("blocked an automatic stop of the platform workspace", "workspace_id", w.ID)
 		return ErrPlatformStop
+	}
+	if !s.sees(w.Runtime, h) {
+		return fmt.Errorf("stop box of %s: it runs on node %s, which this control plane cannot reach", w.ID, h.Node)
 	}
 	prov := s.provs[h.Runtime]
 	if prov == nil {

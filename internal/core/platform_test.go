@@ -211,3 +211,59 @@ func TestRetryProvisionsANewBox(t *testing.T) {
 		return len(gens) >= 2
 	}, "each attempt started a box of its own")
 }
+
+// Finding 13: a replica that cannot see a box (a process box on another
+// host) marked it missing and re-provisioned it, doubling it. A box
+// recorded on another node is never declared dead, adopted or stopped.
+func TestBoxesOfAnotherNodeAreNotDeclaredDead(t *testing.T) {
+	t.Parallel()
+	rt := fastRuntime()
+	onA := fake.New(fake.WithNode("host-a"))
+	e1 := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: map[string]provision.Provisioner{provision.RuntimeProcess: onA}})
+	ctx := context.Background()
+	w, err := e1.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "worker", Spec: plainSpec})
+	require.NoError(t, err)
+	waitWS(t, e1, w.ID, "running on host-a", func(x client.Workspace) bool { return x.Status == "running" })
+	pw := e1.Org.Platform.ID
+	require.NoError(t, beat(t, e1, onA, pw, 1))
+	waitWS(t, e1, pw, "platform running on host-a", func(x client.Workspace) bool { return x.Status == "running" })
+	stop(e1)
+
+	// A control plane on host-b, whose process table has none of them.
+	onB := fake.New(fake.WithNode("host-b"))
+	e2 := testenv.New(t, testenv.Options{Runtime: rt, DBURL: e1.DBURL, MasterKey: e1.MasterKey,
+		Provisioners: map[string]provision.Provisioner{provision.RuntimeProcess: onB}})
+	e2.Admin = client.New(e2.URL, e1.AdminToken)
+	// Its supervisor has looked at the platform at least once.
+	e2.Eventually(20*time.Second, func() bool {
+		v, err := testutilGauge(e2, "orgplane_platform_not_running_seconds")
+		return err == nil && v == 0
+	}, "the platform supervisor ran")
+	for _, id := range []string{w.ID, pw} {
+		got, err := e2.Admin.GetWorkspace(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, "running", got.Status, "%s: not declared dead from another node: %s", id, got.LastError)
+		require.EqualValues(t, 1, got.Generation)
+	}
+	require.Empty(t, onB.Starts(), "nothing re-provisioned on host-b")
+	require.Empty(t, onB.Stops())
+}
+
+// testutilGauge reads one gauge's value (summed over its labels) from the
+// service's registry.
+func testutilGauge(e *testenv.Env, name string) (float64, error) {
+	mfs, err := e.Service.Metrics().Registry.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			sum := 0.0
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+			return sum, nil
+		}
+	}
+	return 0, errors.New("no metric " + name)
+}

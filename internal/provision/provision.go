@@ -49,6 +49,9 @@ type Handle struct {
 	ID          string    `json:"id"`                    // pid (process) or container id (docker)
 	StartTicks  uint64    `json:"start_ticks,omitempty"` // process: /proc/<pid>/stat starttime, guards against pid reuse
 	StartedAt   time.Time `json:"started_at"`
+	// Node is where the box runs, for backends whose boxes only some hosts
+	// can see (see Noder); empty: wherever this runtime is reachable.
+	Node string `json:"node,omitempty"`
 }
 
 // State is what Inspect reports.
@@ -98,4 +101,13 @@ type Logger interface {
 // (docker: by label), so that orphans can be found after a crash.
 type Lister interface {
 	List(ctx context.Context) ([]Handle, error)
+}
+
+// Noder is implemented by backends whose boxes are visible only from the
+// host that started them (process: one machine's process table). Node
+// names that host. The control plane records it in each handle and never
+// inspects, adopts, stops or declares dead a box of another node: a
+// process box "not found" from another host is not gone.
+type Noder interface {
+	Node() string
 }

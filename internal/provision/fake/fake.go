@@ -46,6 +46,15 @@ func WithRuntime(runtime string) Option {
 	return func(p *Provisioner) { p.runtime = runtime }
 }
 
+// WithNode makes the fake a provision.Noder on the named node: its boxes
+// are visible only to control planes whose fake is on the same node.
+func WithNode(node string) Option {
+	return func(p *Provisioner) { p.node = node }
+}
+
+// Node is where the fake's boxes run ("" unless WithNode).
+func (p *Provisioner) Node() string { return p.node }
+
 type box struct {
 	h       provision.Handle
 	spec    provision.Spec
@@ -58,6 +67,7 @@ type box struct {
 // Provisioner is the fake. The zero value is not usable; call New.
 type Provisioner struct {
 	runtime string
+	node    string
 
 	mu        sync.Mutex
 	next      int
