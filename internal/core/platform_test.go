@@ -189,13 +189,17 @@ func TestRetryProvisionsANewBox(t *testing.T) {
 	t.Parallel()
 	rt := fastRuntime()
 	rt.ProvisionTimeout = 300 * time.Millisecond
-	rt.MaxProvisionRetries = 2
+	rt.MaxProvisionRetries = 3
 	e := testenv.New(t, testenv.Options{Runtime: rt})
 	ctx := context.Background()
-	// An agent box: healthy only by heartbeat, which nobody sends.
+	// An agent box: healthy only by heartbeat, which nobody sends. Its
+	// recoveries run out first (box.gave_up), so the restart below is the
+	// only job.
 	w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "slow"})
 	require.NoError(t, err)
-	waitWS(t, e, w.ID, "first box failed", func(x client.Workspace) bool { return x.Generation >= 1 && x.Status == "failed" })
+	e.Eventually(30*time.Second, func() bool {
+		return strings.Contains(strings.Join(auditActions(t, e, w.ID), " "), "box.gave_up")
+	}, "the recoveries ran out")
 	before := len(e.Fake.Starts())
 	// The failed attempt's box will not stop: it stays alive.
 	e.Fake.FailNextStop(errors.New("engine busy"))
