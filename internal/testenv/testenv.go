@@ -7,8 +7,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +57,9 @@ type Env struct {
 	AdminToken string
 	Admin      *client.Client
 	Fake       *fake.Provisioner // when Provisioners was nil
+
+	newService func() *core.Service
+	handler    atomic.Pointer[http.Handler]
 }
 
 // New starts an Env and stops it in t.Cleanup.
@@ -100,9 +105,19 @@ func New(t testing.TB, opts Options) *Env {
 	if rt.AdvertiseURL == "" {
 		rt.AdvertiseURL = e.URL
 	}
-	e.Service = core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt})
-	srv.Config.Handler = httpapi.New(e.Service, httpapi.Options{Logger: log,
-		Metrics: promhttp.HandlerFor(e.Service.Metrics().Registry, promhttp.HandlerOpts{})})
+	e.newService = func() *core.Service {
+		keys, err := core.OpenKeyring(ctx, st, e.MasterKey)
+		require.NoError(t, err)
+		s := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt})
+		var h http.Handler = httpapi.New(s, httpapi.Options{Logger: log,
+			Metrics: promhttp.HandlerFor(s.Metrics().Registry, promhttp.HandlerOpts{})})
+		e.handler.Store(&h)
+		return s
+	}
+	e.Service = e.newService()
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*e.handler.Load()).ServeHTTP(w, r)
+	})
 	srv.Start()
 	e.Server = srv
 	require.NoError(t, e.Service.Start(ctx))
@@ -112,6 +127,7 @@ func New(t testing.TB, opts Options) *Env {
 		e.Service.Close()
 		st.Close()
 	})
+	_ = keys
 	if opts.DBURL == "" {
 		e.Org, err = e.Service.CreateOrg(ctx, "acme")
 		require.NoError(t, err)
@@ -120,6 +136,17 @@ func New(t testing.TB, opts Options) *Env {
 		e.Admin = client.New(e.URL, e.AdminToken)
 	}
 	return e
+}
+
+// Restart replaces the control plane with a new one on the same store,
+// provisioners and URL, as a crash and restart would: boxes keep running
+// and the new service adopts them. The caller must not use the old
+// Service meanwhile.
+func (e *Env) Restart() {
+	e.T.Helper()
+	e.Service.Close()
+	e.Service = e.newService()
+	require.NoError(e.T, e.Service.Start(context.Background()))
 }
 
 // NewOrg creates another org and returns it with an admin client.
