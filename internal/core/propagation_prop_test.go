@@ -70,19 +70,19 @@ func TestPropertyNoAutomaticStopOfPlatform(t *testing.T) {
 
 // propWorld is the test's model of the org.
 type propWorld struct {
-	t       *testing.T
-	e       *testenv.Env
-	agent   *agentSim
+	t     *testing.T
+	e     *testenv.Env
+	agent *agentSim
 	// platformRestarts counts accepted explicit admin restarts of the
 	// platform: the only thing that may stop its box.
 	platformRestarts int
-	rng     *rand.Rand
-	P       string
-	ws      []string            // non-platform workspaces
-	kids    map[string][]string // the tree below each workspace
-	paused  map[string]bool     // what the successful pauses and resumes say
-	callers []caller
-	counts  map[string]int // successful operations by kind, for the log
+	rng              *rand.Rand
+	P                string
+	ws               []string            // non-platform workspaces
+	kids             map[string][]string // the tree below each workspace
+	paused           map[string]bool     // what the successful pauses and resumes say
+	callers          []caller
+	counts           map[string]int // successful operations by kind, for the log
 }
 
 func runPropSequence(t *testing.T, seed uint64, postgres bool, n int) {
