@@ -233,6 +233,16 @@ func (s *Service) UpdateWorkspace(ctx context.Context, id string, in PatchWorksp
 		Detail: map[string]any{}}
 	var w store.Workspace
 	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		if in.ParentID != nil {
+			// Re-parents change the tree's shape: they take turns per org
+			// (before any row lock, as planners do), so two of them cannot
+			// each pass the cycle check against the other's old tree, nor
+			// deadlock on each other's rows.
+			if err := tx.LockOrg(ctx, p.OrgID); err != nil {
+				return err
+			}
+		}
+		// visibleWorkspace reads the row locked: it is written back whole.
 		if w, err = s.visibleWorkspace(ctx, tx, p, id); err != nil {
 			return err
 		}
