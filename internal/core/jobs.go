@@ -42,6 +42,12 @@ func (s *Service) Start(ctx context.Context) error {
 			s.log.Info("resuming restart jobs of the previous run", "jobs", n)
 		}
 	}
+	if s.store.Dialect() == store.SQLite {
+		// The same holds for the previous run's supervision leases.
+		if err := s.store.ClearSupervision(ctx); err != nil {
+			return err
+		}
+	}
 	if err := s.reconcile(ctx); err != nil {
 		return fmt.Errorf("adopt boxes: %w", err)
 	}
@@ -62,6 +68,11 @@ func (s *Service) Start(ctx context.Context) error {
 		defer s.bg.Done()
 		s.supervisePlatforms(s.bgCtx)
 	}()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.superviseBoxes(s.bgCtx)
+	}()
 	started = true
 	return nil
 }
@@ -71,6 +82,19 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) Close() {
 	s.stop()
 	s.bg.Wait()
+	// Hand the boxes over at once: the leases end now rather than lapse.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.store.RenewSupervision(ctx, s.owner, time.Time{}); err != nil {
+		s.log.Warn("hand over box supervision", "err", err)
+	}
+	// And the restarts this replica had in flight: another replica (or
+	// this one's successor) resumes them now, not after the lease.
+	if n, err := s.store.ReleaseLeases(ctx, s.owner); err != nil {
+		s.log.Warn("hand over restart jobs", "err", err)
+	} else if n > 0 {
+		s.log.Info("handed over restart jobs in flight", "jobs", n)
+	}
 	if s.unlockServer != nil {
 		s.unlockServer()
 	}
@@ -552,6 +576,9 @@ func (s *Service) reconcile(ctx context.Context) error {
 			// Another node's box: the replicas there supervise it.
 			s.log.Info("box on another node; not adopted here", "workspace_id", w.ID, "node", h.Node)
 			continue
+		}
+		if !s.claimSupervision(w.ID, w.Generation, false) {
+			continue // a live replica watches it
 		}
 		prov := s.provs[w.Runtime]
 		if prov == nil {

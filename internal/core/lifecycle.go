@@ -294,16 +294,27 @@ func (s *Service) watch(w store.Workspace, h provision.Handle, owned bool, start
 	}
 	s.watches[w.ID] = bw
 	s.mu.Unlock()
+	// Whoever watches a box holds its supervision lease: other replicas
+	// leave it alone while the lease lives, and take it over when it lapses.
+	s.claimSupervision(w.ID, w.Generation, true)
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		defer cancel()
 		s.follow(ctx, bw, w, started)
 		s.mu.Lock()
-		if s.watches[w.ID] == bw {
+		last := s.watches[w.ID] == bw
+		if last {
 			delete(s.watches, w.ID)
 		}
 		s.mu.Unlock()
+		if last && s.bgCtx.Err() == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.store.ReleaseSupervision(ctx, w.ID, s.owner); err != nil {
+				s.log.Warn("release box supervision", "workspace_id", w.ID, "err", err)
+			}
+		}
 	}()
 	return bw
 }

@@ -78,6 +78,10 @@ type RuntimeConfig struct {
 	// PlatformDownAlert: a platform workspace not running for longer is
 	// logged at error level on every check (default 1m).
 	PlatformDownAlert time.Duration
+	// SupervisionLease is how long a replica's watch of a box holds when
+	// the replica stops renewing it (it renews every third of it); then a
+	// replica that can see the box takes it over (default 15s).
+	SupervisionLease time.Duration
 }
 
 func (c *RuntimeConfig) defaults() {
@@ -106,6 +110,7 @@ func (c *RuntimeConfig) defaults() {
 	def(&c.PlatformCheckInterval, 5*time.Second)
 	def(&c.PlatformMaxBackoff, 30*time.Second)
 	def(&c.PlatformDownAlert, time.Minute)
+	def(&c.SupervisionLease, 15*time.Second)
 	defInt(&c.MaxProvisionRetries, 3)
 	defInt(&c.MaxConcurrentRestarts, 4)
 	defInt(&c.MaxConcurrentRestartsPerOrg, 4)

@@ -385,3 +385,12 @@ func (s *sqlStore) ExpireLeases(ctx context.Context) (int, error) {
 	n, err := res.RowsAffected()
 	return int(n), mapErr(err)
 }
+
+func (s *sqlStore) ReleaseLeases(ctx context.Context, owner string) (int, error) {
+	res, err := s.w.ExecContext(ctx, `UPDATE restart_jobs SET lease_until = 0 WHERE state = 'running' AND lease_owner = $1`, owner)
+	if err != nil {
+		return 0, fmt.Errorf("release leases: %w", mapErr(err))
+	}
+	n, err := res.RowsAffected()
+	return int(n), mapErr(err)
+}

@@ -138,12 +138,38 @@ type Store interface {
 	// ExpireLeases ends every running job's lease: for a store only this
 	// process uses (embedded SQLite), whatever ran before it is dead.
 	ExpireLeases(ctx context.Context) (int, error)
+	// ReleaseLeases ends the leases of owner's running jobs (a replica
+	// shutting down gracefully): another replica resumes them at once.
+	ReleaseLeases(ctx context.Context, owner string) (int, error)
+	// ClaimSupervision makes owner the supervisor of the workspace's box
+	// (generation gen) until until, if nobody holds a live lease on it
+	// (until >= now) or owner already does; force takes it regardless (the
+	// replica that just started the box). It reports whether owner holds it.
+	ClaimSupervision(ctx context.Context, workspaceID, owner string, gen int64, now, until time.Time, force bool) (bool, error)
+	// RenewSupervision extends every lease owner holds.
+	RenewSupervision(ctx context.Context, owner string, until time.Time) error
+	// ReleaseSupervision ends owner's lease on the workspace's box, if it
+	// holds it.
+	ReleaseSupervision(ctx context.Context, workspaceID, owner string) error
+	// ListSupervision lists every lease by workspace id.
+	ListSupervision(ctx context.Context) (map[string]Supervision, error)
+	// ClearSupervision ends every lease: for a store only this process uses
+	// (embedded SQLite), the previous run's leases are dead.
+	ClearSupervision(ctx context.Context) error
 	// LockServer makes this process the only orgplane server of the store
 	// until release is called: on SQLite an exclusive lock on a file beside
 	// the database (a second server is refused, with ErrLocked); on
 	// Postgres, where replicas share the store, it does nothing. Commands
 	// that open the store briefly (keys, org) do not take it.
 	LockServer() (release func(), err error)
+}
+
+// Supervision is one replica's lease on watching a workspace's box.
+type Supervision struct {
+	WorkspaceID string
+	Owner       string
+	Generation  int64
+	Until       time.Time
 }
 
 // ErrLocked is returned by LockServer when another server holds the store.

@@ -82,12 +82,14 @@ func Run(t *testing.T, open Opener) {
 		{"Jobs/CountByState", testCountJobsByState},
 		{"Jobs/PropagationFacts", testPropagationFacts},
 		{"Jobs/ExpireLeases", testExpireLeases},
+		{"Jobs/ReleaseLeases", testReleaseLeases},
 		{"InTx/LockOrgSerializes", testLockOrg},
 		{"InTx/RetriesDeadlock", testInTxRetriesDeadlock},
 		{"Jobs/GetForUpdateSerializes", testJobForUpdateSerializes},
 		{"Jobs/MergeHoldsPendingAgainstClaim", testMergeHoldsPending},
 		{"Workspaces/ListChildrenForUpdate", testListChildrenForUpdate},
 		{"LockServer", testLockServer},
+		{"Supervision", testSupervision},
 		{"InTx/Commit", testInTxCommit},
 		{"InTx/Rollback", testInTxRollback},
 		{"InTx/Nested", testInTxNested},
@@ -1663,6 +1665,23 @@ func testExpireLeases(t *testing.T, f *fixture) {
 	require.ErrorIs(t, f.s.RenewLease(f.ctx, ja.ID, "old-1", t0.Add(time.Hour)), store.ErrNotFound)
 }
 
+func testReleaseLeases(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	a, b := f.ws(p, "a"), f.ws(p, "b")
+	mine := newJob(a, store.JobRunning, func(j *store.RestartJob) { j.LeaseOwner, j.LeaseUntil = "r1", t0.Add(time.Hour) })
+	theirs := newJob(b, store.JobRunning, func(j *store.RestartJob) { j.LeaseOwner, j.LeaseUntil = "r2", t0.Add(time.Hour) })
+	f.jobs(mine, theirs)
+	n, err := f.s.ReleaseLeases(f.ctx, "r1")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	got, err := f.s.ClaimJob(f.ctx, "r3", t0, t0.Add(time.Minute), noLimits)
+	require.NoError(t, err)
+	require.Equal(t, mine.ID, got.ID, "released: taken over at once")
+	still, err := f.s.GetJob(f.ctx, o.ID, theirs.ID)
+	require.NoError(t, err)
+	require.Equal(t, "r2", still.LeaseOwner)
+}
+
 // LockOrg inside InTx serializes an org's planners: a plain read after it
 // sees what the previous holder committed, so no update is lost.
 func testLockOrg(t *testing.T, f *fixture) {
@@ -2179,4 +2198,40 @@ func testLockServer(t *testing.T, f *fixture) {
 	require.NoError(t, err, "replicas share a Postgres store")
 	again()
 	release()
+}
+
+func testSupervision(t *testing.T, f *fixture) {
+	_, p := f.org("acme")
+	w := f.ws(p, "w")
+	claim := func(owner string, now time.Time, force bool) bool {
+		t.Helper()
+		ok, err := f.s.ClaimSupervision(f.ctx, w.ID, owner, 3, now, now.Add(time.Minute), force)
+		require.NoError(t, err)
+		return ok
+	}
+	require.True(t, claim("r1", t0, false), "free")
+	require.True(t, claim("r1", t0.Add(time.Second), false), "its own")
+	require.False(t, claim("r2", t0.Add(30*time.Second), false), "r1's lease is live")
+	require.True(t, claim("r2", t0.Add(2*time.Minute), false), "r1's lease expired")
+	require.True(t, claim("r1", t0.Add(2*time.Minute), true), "forced")
+
+	require.NoError(t, f.s.RenewSupervision(f.ctx, "r1", t0.Add(time.Hour)))
+	got, err := f.s.ListSupervision(f.ctx)
+	require.NoError(t, err)
+	require.Equal(t, store.Supervision{WorkspaceID: w.ID, Owner: "r1", Generation: 3, Until: us(t0.Add(time.Hour))}, got[w.ID])
+
+	require.NoError(t, f.s.ReleaseSupervision(f.ctx, w.ID, "r2"), "not r2's: nothing")
+	got, err = f.s.ListSupervision(f.ctx)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.NoError(t, f.s.ReleaseSupervision(f.ctx, w.ID, "r1"))
+	got, err = f.s.ListSupervision(f.ctx)
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	require.True(t, claim("r3", t0, false))
+	require.NoError(t, f.s.ClearSupervision(f.ctx))
+	got, err = f.s.ListSupervision(f.ctx)
+	require.NoError(t, err)
+	require.Empty(t, got)
 }
