@@ -212,13 +212,23 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 		}
 		if ok && s.sees(w.Runtime, h) {
 			if prov := s.provs[w.Runtime]; prov != nil {
-				if st, err := s.provAdopt(ctx, prov, h); err == nil && st.Running {
+				st, err := s.provAdopt(ctx, prov, h)
+				switch {
+				case err == nil && st.Running:
 					if w.Status == StatusRunning {
 						return ended(store.JobSucceeded, j.Reason, "")
 					}
 					bw := s.watch(w, h, true, w.UpdatedAt)
 					return s.await(ctx, bw)
+				case err != nil && !errors.Is(err, provision.ErrNotFound) && ctx.Err() == nil:
+					// Unknown is not dead: the box this job started may be
+					// alive. Restarting it again on a guess would stop it; it
+					// is checked again later instead, and the job ends.
+					s.checkLater(w, h, err)
+					return jobEnd{state: store.JobFailed, reason: j.Reason, final: true,
+						err: "cannot check the box this restart started (it is checked again): " + err.Error()}
 				}
+				// Gone: provision afresh below.
 			}
 		}
 	case j.Automatic:
@@ -252,12 +262,11 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 		return ended(store.JobSkipped, propagation.ReasonExternalRuntime, "")
 	}
 	explicit := !j.Automatic && j.RequestedBy != ""
-	// Bringing back a platform box that died on its own terminates nothing,
-	// so it needs no stop (which the guard would refuse, leaving the org
-	// root down). A live platform box is still never stopped automatically.
-	deadPlatform := w.Kind == store.KindPlatform && !explicit && j.Reason == ReasonBoxFailed &&
-		w.Status == StatusFailed && s.boxGone(ctx, w)
-	if (hasBox(w.Status) || w.Status == StatusFailed) && !deadPlatform {
+	// A box known to be gone needs no stop: bringing back a dead platform
+	// box terminates nothing (the guard would refuse the stop and leave the
+	// org root down). A live platform box is still never stopped
+	// automatically, and one that cannot be checked is not known gone.
+	if (hasBox(w.Status) || w.Status == StatusFailed) && !s.boxGone(ctx, w) {
 		if err := s.stopCurrent(ctx, w, explicit); err != nil {
 			if errors.Is(err, ErrPlatformStop) {
 				return ended(store.JobSkipped, propagation.ReasonPlatformRoot, "")

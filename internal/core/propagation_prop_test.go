@@ -123,8 +123,11 @@ func runPropSequence(t *testing.T, seed uint64, postgres bool, n int) {
 
 	for step := range n {
 		w.step(ctx, step)
-		require.LessOrEqual(t, len(platformStops(e)), w.platformRestarts,
-			"seed %d step %d: a platform box was stopped other than by an explicit admin restart", seed, step)
+		if stops := platformStops(e); len(stops) > w.platformRestarts {
+			jobs, _ := e.Store.ListJobs(ctx, e.Org.Org.ID, P, 50)
+			t.Fatalf("seed %d step %d: a platform box was stopped other than by an explicit admin restart (%d restarts): stops %+v; jobs %+v",
+				seed, step, w.platformRestarts, stops, jobs)
+		}
 	}
 	t.Logf("seed %d: %v", seed, w.counts)
 
