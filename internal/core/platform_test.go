@@ -271,3 +271,59 @@ func testutilGauge(e *testenv.Env, name string) (float64, error) {
 	}
 	return 0, errors.New("no metric " + name)
 }
+
+// Finding 9: provisioner calls had no deadline: a hung engine held a
+// restart slot and the workspace forever. A hung start ends in a failure
+// with the reason, and the box is provisioned again.
+func TestHungProvisionerStartEndsInAFailure(t *testing.T) {
+	t.Parallel()
+	rt := fastRuntime()
+	rt.ProvisionTimeout = 500 * time.Millisecond
+	e := testenv.New(t, testenv.Options{Runtime: rt})
+	ctx := context.Background()
+	e.Eventually(20*time.Second, func() bool { _, ok := e.Fake.Running(e.Org.Platform.ID); return ok }, "the platform's box started")
+	e.Fake.HangNextStarts(1)
+	w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "hung", Spec: plainSpec})
+	require.NoError(t, err)
+	e.Eventually(20*time.Second, func() bool {
+		return strings.Contains(strings.Join(auditActions(t, e, w.ID), " "), "box.failed:failed")
+	}, "the hung start recorded as a failure")
+	page, err := e.Admin.ListAudit(ctx, w.ID, 100, 0)
+	require.NoError(t, err)
+	found := false
+	for _, en := range page.Entries {
+		found = found || (en.Action == "box.failed" && strings.Contains(string(en.Detail), "deadline"))
+	}
+	require.True(t, found, "the failure says the start timed out")
+	waitWS(t, e, w.ID, "provisioned again and running", func(x client.Workspace) bool { return x.Status == "running" && x.Generation >= 2 })
+}
+
+// Finding 13: watchers lived in one replica's memory and reconcile ran only
+// at start, so a dead replica's boxes went unsupervised. Its leases lapse
+// and a replica that can see the boxes takes them over: a box that dies
+// afterwards is noticed and brought back.
+func TestBoxesOfADeadReplicaAreTakenOver(t *testing.T) {
+	t.Parallel()
+	rt := fastRuntime()
+	rt.SupervisionLease = 300 * time.Millisecond
+	f := fake.New(fake.WithNode("host-a"))
+	provs := map[string]provision.Provisioner{provision.RuntimeProcess: f}
+	a := testenv.New(t, testenv.Options{Runtime: rt, Postgres: true, Provisioners: provs})
+	ctx := context.Background()
+	w, err := a.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "worker", Spec: plainSpec})
+	require.NoError(t, err)
+	waitWS(t, a, w.ID, "running", func(x client.Workspace) bool { return x.Status == "running" })
+	// Replica b starts while a watches the box: b leaves it to a.
+	b := testenv.New(t, testenv.Options{Runtime: rt, DBURL: a.DBURL, MasterKey: a.MasterKey, Provisioners: provs})
+	b.Admin = client.New(b.URL, a.AdminToken)
+	stop(a) // a is gone
+	h, ok := f.Running(w.ID)
+	require.True(t, ok)
+	require.NoError(t, f.Exit(h, 7))
+	got := waitWS(t, b, w.ID, "replica b noticed the exit and brought the box back", func(x client.Workspace) bool {
+		return x.Generation == 2 && x.Status == "running"
+	})
+	require.EqualValues(t, 2, got.Generation)
+	acts := strings.Join(auditActions(t, b, w.ID), " ")
+	require.Contains(t, acts, "box.failed:failed")
+}

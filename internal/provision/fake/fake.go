@@ -69,15 +69,16 @@ type Provisioner struct {
 	runtime string
 	node    string
 
-	mu        sync.Mutex
-	next      int
-	boxes     map[string]*box // by Handle.ID
-	order     []string        // Handle.IDs in start order
-	calls     []Call
-	startErrs []error
-	stopErrs  []error
-	adoptErrs []error
-	logs      map[string][]byte // by workspace id
+	mu         sync.Mutex
+	next       int
+	boxes      map[string]*box // by Handle.ID
+	order      []string        // Handle.IDs in start order
+	calls      []Call
+	startErrs  []error
+	stopErrs   []error
+	adoptErrs  []error
+	hangStarts int
+	logs       map[string][]byte // by workspace id
 }
 
 var (
@@ -125,6 +126,14 @@ func (p *Provisioner) FailNextAdopts(err error, n int) {
 	}
 }
 
+// HangNextStarts makes the next n Start calls hang until their context
+// ends, as a daemon that stopped answering does.
+func (p *Provisioner) HangNextStarts(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hangStarts += n
+}
+
 // FailNextStop makes the next Stop return err and leave the box running.
 func (p *Provisioner) FailNextStop(err error) {
 	p.mu.Lock()
@@ -136,6 +145,13 @@ func (p *Provisioner) FailNextStop(err error) {
 // or Vanish.
 func (p *Provisioner) Start(ctx context.Context, spec provision.Spec) (provision.Handle, error) {
 	p.mu.Lock()
+	if p.hangStarts > 0 {
+		// A hung engine: the call returns only when its context ends.
+		p.hangStarts--
+		p.mu.Unlock()
+		<-ctx.Done()
+		p.mu.Lock()
+	}
 	defer p.mu.Unlock()
 	spec = cloneSpec(spec)
 	if err := ctx.Err(); err != nil {
