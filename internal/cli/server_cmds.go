@@ -90,6 +90,9 @@ func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.IntVar(&r.rt.MaxConcurrentRestartsPerOrg, "max-concurrent-restarts-per-org", envInt("ORGPLANE_MAX_CONCURRENT_RESTARTS_PER_ORG", 4), "restarts in flight at once per org (env ORGPLANE_MAX_CONCURRENT_RESTARTS_PER_ORG)")
 	f.IntVar(&r.rt.MaxProvisionRetries, "max-provision-retries", envInt("ORGPLANE_MAX_PROVISION_RETRIES", 3), "re-provisions of a failed box before it stays failed (env ORGPLANE_MAX_PROVISION_RETRIES)")
 	f.DurationVar(&r.rt.JobLease, "job-lease", envDuration("ORGPLANE_JOB_LEASE", 30*time.Second), "a restart job whose replica stops renewing this lease is taken over by another (env ORGPLANE_JOB_LEASE)")
+	f.DurationVar(&r.rt.ProvisionerCallTimeout, "provisioner-call-timeout", envDuration("ORGPLANE_PROVISIONER_CALL_TIMEOUT", 15*time.Second), "deadline of each inspect, adopt and list call to a box runtime; a start has the provision timeout, a stop the stop grace plus this (env ORGPLANE_PROVISIONER_CALL_TIMEOUT)")
+	f.DurationVar(&r.rt.SupervisionLease, "supervision-lease", envDuration("ORGPLANE_SUPERVISION_LEASE", 15*time.Second), "a box whose supervising replica stops renewing this lease is taken over by a replica that can see it (env ORGPLANE_SUPERVISION_LEASE)")
+	f.DurationVar(&r.rt.PlatformMaxBackoff, "platform-max-backoff", envDuration("ORGPLANE_PLATFORM_MAX_BACKOFF", 30*time.Second), "cap of the backoff between attempts to bring a dead platform box back; they never stop (env ORGPLANE_PLATFORM_MAX_BACKOFF)")
 	f.DurationVar(&r.stopGrace, "stop-grace", envDuration("ORGPLANE_STOP_GRACE", 5*time.Second), "time between SIGTERM and SIGKILL when a box is stopped (env ORGPLANE_STOP_GRACE)")
 	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
 	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
@@ -109,6 +112,18 @@ func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) 
 	if r.rt.ProvisionTimeout < time.Second {
 		return errors.New("--provision-timeout must be at least 1s")
 	}
+	if r.rt.ProvisionerCallTimeout < time.Second {
+		return errors.New("--provisioner-call-timeout must be at least 1s")
+	}
+	if r.rt.SupervisionLease < 3*time.Second {
+		return errors.New("--supervision-lease must be at least 3s")
+	}
+	if r.rt.PlatformMaxBackoff < time.Second {
+		return errors.New("--platform-max-backoff must be at least 1s")
+	}
+	// A stop waits out the grace period before SIGKILL; its deadline
+	// leaves room for that and for the runtime's own answer.
+	r.rt.StopTimeout = r.stopGrace + r.rt.ProvisionerCallTimeout
 	cfg.Runtime, cfg.StopGrace, cfg.DockerNetwork = r.rt, r.stopGrace, r.dockerNetwork
 	switch r.docker {
 	case "on", "true":
