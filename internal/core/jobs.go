@@ -262,11 +262,14 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 		return ended(store.JobSkipped, propagation.ReasonExternalRuntime, "")
 	}
 	explicit := !j.Automatic && j.RequestedBy != ""
-	// A box known to be gone needs no stop: bringing back a dead platform
-	// box terminates nothing (the guard would refuse the stop and leave the
-	// org root down). A live platform box is still never stopped
-	// automatically, and one that cannot be checked is not known gone.
-	if (hasBox(w.Status) || w.Status == StatusFailed) && !s.boxGone(ctx, w) {
+	// A box known to be gone is only cleaned up (an exited container is
+	// removed): bringing back a dead platform box terminates nothing, and
+	// the guard would refuse a stop and leave the org root down. A live
+	// platform box is still never stopped automatically, and one that
+	// cannot be checked is not known to be gone.
+	if (hasBox(w.Status) || w.Status == StatusFailed) && s.boxGone(ctx, w) {
+		s.cleanUpGone(ctx, w)
+	} else if hasBox(w.Status) || w.Status == StatusFailed {
 		if err := s.stopCurrent(ctx, w, explicit); err != nil {
 			if errors.Is(err, ErrPlatformStop) {
 				return ended(store.JobSkipped, propagation.ReasonPlatformRoot, "")

@@ -730,6 +730,28 @@ func (s *Service) terminate(ctx context.Context, w store.Workspace, h provision.
 	return nil
 }
 
+// cleanUpGone releases what a box known to be gone left behind (an exited
+// container, a process group's stragglers) through its provisioner's Stop,
+// which terminates nothing there. A failure is logged: the new box starts
+// regardless.
+func (s *Service) cleanUpGone(ctx context.Context, w store.Workspace) {
+	h, ok := currentHandle(w)
+	if !ok || !s.sees(w.Runtime, h) {
+		return
+	}
+	prov := s.provs[h.Runtime]
+	if prov == nil {
+		prov = s.provs[w.Runtime]
+	}
+	if prov == nil {
+		return
+	}
+	s.unwatch(w.ID, w.Generation)
+	if err := s.provStop(ctx, prov, h); err != nil {
+		s.log.Warn("clean up after a box that is gone", "workspace_id", w.ID, "generation", w.Generation, "err", err)
+	}
+}
+
 // currentHandle decodes a workspace's box handle; ok is false when it has none.
 func currentHandle(w store.Workspace) (provision.Handle, bool) {
 	if w.Box == "" {

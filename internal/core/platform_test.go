@@ -53,7 +53,7 @@ func auditActions(t *testing.T, e *testenv.Env, wsID string) []string {
 
 func fakeStops(f *fake.Provisioner, wsID string) []provision.Handle {
 	var out []provision.Handle
-	for _, h := range f.Stops() {
+	for _, h := range f.Kills() {
 		if h.WorkspaceID == wsID {
 			out = append(out, h)
 		}

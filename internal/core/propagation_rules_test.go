@@ -200,10 +200,11 @@ func jobsOf(t *testing.T, e *testenv.Env, wsID string) []client.RestartJob {
 	return js
 }
 
-// platformStops returns the Stop calls the fake saw for the platform box.
+// platformStops returns the stops that terminated a running platform box
+// (the clean-up of a box that had died already terminates nothing).
 func platformStops(e *testenv.Env) []provision.Handle {
 	var out []provision.Handle
-	for _, h := range e.Fake.Stops() {
+	for _, h := range e.Fake.Kills() {
 		if h.WorkspaceID == e.Org.Platform.ID {
 			out = append(out, h)
 		}

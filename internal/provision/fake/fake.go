@@ -35,6 +35,9 @@ type Call struct {
 	Handle provision.Handle
 	Err    error // what the call returned
 	At     time.Time
+	// Killed: a stop that terminated a running box (not the clean-up of one
+	// that had exited or vanished already).
+	Killed bool
 }
 
 // Option configures a Provisioner.
@@ -199,8 +202,9 @@ func (p *Provisioner) Stop(_ context.Context, h provision.Handle) error {
 		p.record(Call{Op: "stop", Handle: h, Err: err})
 		return err
 	}
-	p.record(Call{Op: "stop", Handle: h})
-	if b := p.boxes[h.ID]; b != nil {
+	b := p.boxes[h.ID]
+	p.record(Call{Op: "stop", Handle: h, Killed: b != nil && !b.gone && b.state.Running})
+	if b != nil {
 		b.finish(provision.State{Exited: true, ExitCode: 143, Reason: "killed by signal SIGTERM"})
 		b.gone, b.stopped = true, true
 	}
@@ -414,6 +418,17 @@ func (p *Provisioner) Starts() []provision.Spec {
 // Stops returns the handles of all Stop calls, in order.
 func (p *Provisioner) Stops() []provision.Handle {
 	return collect(p, "stop", func(c Call) provision.Handle { return c.Handle })
+}
+
+// Kills returns the handles of the stops that terminated a running box.
+func (p *Provisioner) Kills() []provision.Handle {
+	var out []provision.Handle
+	for _, c := range p.Calls() {
+		if c.Op == "stop" && c.Killed {
+			out = append(out, c.Handle)
+		}
+	}
+	return out
 }
 
 func collect[T any](p *Provisioner, op string, f func(Call) T) []T {
