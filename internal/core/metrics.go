@@ -17,12 +17,13 @@ type Metrics struct {
 	StaleWorkspaces  prometheus.Gauge
 	RestartsInFlight prometheus.Gauge
 	// The platform supervisor's: transitions of platform workspaces by the
-	// status they moved to; recoveries it scheduled; how long each org's
-	// platform has not been running (0 when it is); and how many have been
-	// down for longer than the alert threshold (alert on > 0).
+	// status they moved to; recoveries it scheduled; the longest time any
+	// org's platform has not been running (0 when all are; no org ids:
+	// /metrics holds aggregates only); and how many have been down for
+	// longer than the alert threshold (alert on > 0).
 	PlatformTransitions *prometheus.CounterVec // to
 	PlatformRecoveries  prometheus.Counter
-	PlatformNotRunning  *prometheus.GaugeVec // org_id
+	PlatformNotRunning  prometheus.Gauge
 	PlatformsDown       prometheus.Gauge
 }
 
@@ -67,9 +68,9 @@ func NewMetrics() *Metrics {
 		PlatformRecoveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orgplane_platform_recoveries_total", Help: "Re-provisions of a dead platform box scheduled by the platform supervisor.",
 		}),
-		PlatformNotRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "orgplane_platform_not_running_seconds", Help: "How long each org's platform workspace has not been running (0 when it is).",
-		}, []string{"org_id"}),
+		PlatformNotRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orgplane_platform_not_running_seconds", Help: "The longest time any org's platform workspace has not been running (0 when all are).",
+		}),
 		PlatformsDown: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orgplane_platforms_down", Help: "Platform workspaces not running for longer than the alert threshold (default 1m).",
 		}),

@@ -46,6 +46,7 @@ func (s *Service) checkPlatforms(ctx context.Context) {
 	}
 	now := s.clock.Now()
 	down := 0
+	var longest time.Duration
 	for _, o := range orgs {
 		pw, err := s.store.GetPlatformWorkspace(ctx, o.ID)
 		if err != nil {
@@ -61,11 +62,10 @@ func (s *Service) checkPlatforms(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		if pw.Status == StatusRunning {
-			s.metrics.PlatformNotRunning.WithLabelValues(o.ID).Set(0)
 			continue
 		}
 		downFor := now.Sub(since)
-		s.metrics.PlatformNotRunning.WithLabelValues(o.ID).Set(downFor.Seconds())
+		longest = max(longest, downFor)
 		if downFor > s.cfg.PlatformDownAlert {
 			down++
 			s.log.Error("the platform workspace is not running", "org_id", o.ID, "workspace_id", pw.ID,
@@ -75,6 +75,7 @@ func (s *Service) checkPlatforms(ctx context.Context) {
 			s.recoverPlatform(ctx, pw)
 		}
 	}
+	s.metrics.PlatformNotRunning.Set(longest.Seconds())
 	s.metrics.PlatformsDown.Set(float64(down))
 }
 
