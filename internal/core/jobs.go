@@ -402,9 +402,7 @@ func (s *Service) currentFingerprint(ctx context.Context, orgID, wsID string) (s
 }
 
 func (s *Service) setLoopBroken(orgID, wsID string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.store.InTx(ctx, func(tx store.Store) error {
+	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
 		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil || w.LoopBroken {
 			return err

@@ -603,11 +603,10 @@ func (s *Service) markFailed(orgID, wsID string, gen int64, cause, msg string, r
 // now that the new box is healthy, so no box is left in a 401 loop while
 // it is still needed.
 func (s *Service) markHealthy(orgID, wsID string, gen int64, via string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	ok, changed := false, false
 	var kind string
-	err := s.store.InTx(ctx, func(tx store.Store) error {
+	// Durable: a box found healthy once (ready_after) is not found again.
+	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
 		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil {
 			return err
@@ -666,11 +665,9 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 
 // setStatus moves a generation between two statuses, if it is still there.
 func (s *Service) setStatus(orgID, wsID string, gen int64, from, to, msg string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	wrote := false
 	var kind string
-	err := s.store.InTx(ctx, func(tx store.Store) error {
+	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
 		wrote = false
 		w, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil || w.Generation != gen || w.Status != from {

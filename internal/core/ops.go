@@ -238,9 +238,7 @@ func (s *Service) stopAsync(w store.Workspace, why string) {
 }
 
 func (s *Service) recordError(w store.Workspace, msg string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = s.store.InTx(ctx, func(tx store.Store) error {
+	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
 		cur, err := tx.GetWorkspaceForUpdate(ctx, w.OrgID, w.ID)
 		if err != nil {
 			return err
@@ -248,6 +246,9 @@ func (s *Service) recordError(w store.Workspace, msg string) {
 		cur.LastError, cur.UpdatedAt = msg, s.clock.Now()
 		return tx.UpdateWorkspace(ctx, cur)
 	})
+	if err != nil {
+		s.log.Error("record a box error", "workspace_id", w.ID, "err", err)
+	}
 }
 
 // Heartbeat records that a box is alive. Only the workspace's own token may
