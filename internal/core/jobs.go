@@ -218,6 +218,7 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 					if w.Status == StatusRunning {
 						return ended(store.JobSucceeded, j.Reason, "")
 					}
+					s.claimSupervision(w.ID, w.Generation, true)
 					bw := s.watch(w, h, true, w.UpdatedAt)
 					return s.await(ctx, bw)
 				case err != nil && !errors.Is(err, provision.ErrNotFound) && ctx.Err() == nil:

@@ -257,6 +257,7 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		s.discardUnrecorded(w, h, err)
 		return fail("store", "record the box: "+AsError(err).Message)
 	}
+	s.claimSupervision(wsID, w.Generation, true)
 	return s.watch(w, h, owned, start), nil
 }
 
@@ -282,7 +283,9 @@ func (s *Service) discardUnrecorded(w store.Workspace, h provision.Handle, why e
 		TargetID: w.ID, WorkspaceID: w.ID, Detail: detail}, outcome)
 }
 
-// watch starts following a box generation, replacing any previous watcher
+// watch starts following a box generation. Whoever watches a box holds its
+// supervision lease (other replicas leave it alone while the lease lives,
+// and take it over when it lapses): the caller has claimed it., replacing any previous watcher
 // of the workspace.
 func (s *Service) watch(w store.Workspace, h provision.Handle, owned bool, started time.Time) *boxWatch {
 	ctx, cancel := context.WithCancel(s.bgCtx)
@@ -294,9 +297,6 @@ func (s *Service) watch(w store.Workspace, h provision.Handle, owned bool, start
 	}
 	s.watches[w.ID] = bw
 	s.mu.Unlock()
-	// Whoever watches a box holds its supervision lease: other replicas
-	// leave it alone while the lease lives, and take it over when it lapses.
-	s.claimSupervision(w.ID, w.Generation, true)
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()

@@ -159,7 +159,9 @@ func (s *Service) checkLater(w store.Workspace, h provision.Handle, cause error)
 			switch {
 			case err == nil && st.Running:
 				s.log.Info("box checked: alive", "workspace_id", w.ID, "generation", w.Generation)
-				s.watch(cur, h, false, cur.UpdatedAt)
+				if s.claimSupervision(w.ID, w.Generation, false) {
+					s.watch(cur, h, false, cur.UpdatedAt)
+				}
 				return
 			case err == nil || errors.Is(err, provision.ErrNotFound):
 				why := "box missing after a control-plane restart"
