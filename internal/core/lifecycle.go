@@ -255,6 +255,9 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		// Never recorded as the workspace's box, so nothing relies on it:
 		// it must not live on beside the box that replaced it.
 		s.discardUnrecorded(w, h, err)
+		if errors.Is(err, errSuperseded) {
+			return nil, fmt.Errorf("record the box: %w", err)
+		}
 		return fail("store", "record the box: "+AsError(err).Message)
 	}
 	s.claimSupervision(wsID, w.Generation, true)
