@@ -35,10 +35,13 @@ import (
 	"github.com/orgplane/orgplane/internal/testenv"
 )
 
-// rulesRuntime is a control plane with short windows. mods adjust it.
+// rulesRuntime is a control plane with short windows. mods adjust it. The
+// provision deadline is not short: the platform box is healthy only once
+// the emulated agent's heartbeat gets through, which on a loaded machine
+// under -race has taken more than 2s; no test here waits for the deadline.
 func rulesRuntime(mods ...func(*core.RuntimeConfig)) core.RuntimeConfig {
 	rt := core.RuntimeConfig{CoalesceWindow: 50 * time.Millisecond, Jitter: time.Millisecond,
-		PollInterval: 20 * time.Millisecond, RetryBackoff: 20 * time.Millisecond, ProvisionTimeout: 2 * time.Second}
+		PollInterval: 20 * time.Millisecond, RetryBackoff: 20 * time.Millisecond, ProvisionTimeout: 30 * time.Second}
 	for _, m := range mods {
 		m(&rt)
 	}

@@ -232,9 +232,8 @@ func TestDryRunChangesNothing(t *testing.T) {
 	t.Parallel()
 	// The platform box's provision and health are audited in the
 	// background: the snapshot is taken once it is running (its agent
-	// played here), so that only the dry run could change the log. A long
-	// provision deadline keeps a slow machine from failing the box first.
-	e := newRulesEnv(t, func(rt *core.RuntimeConfig) { rt.ProvisionTimeout = time.Minute })
+	// played here), so that only the dry run could change the log.
+	e := newRulesEnv(t)
 	ctx := adminCtx(e)
 	w := newWorkspace(t, e, "w")
 	auditBefore, err := e.Store.ListAudit(context.Background(), e.Org.Org.ID, store.AuditFilter{Limit: 1000})
