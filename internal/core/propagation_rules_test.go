@@ -783,9 +783,15 @@ func TestRulesLoopBreaker(t *testing.T) {
 		require.EqualValues(t, 4, w.Generation)
 		require.True(t, w.Stale)
 	}
-	// An admin restart applies the env and lifts the breaker.
-	_, err := e.Admin.RestartWorkspace(ctx, A, "looked into it")
+	// An admin restart applies the env and lifts the breaker. The breaker
+	// is lifted when the job is recorded succeeded, a moment after the box
+	// is healthy: wait for that, not for the box.
+	job, err := e.Admin.RestartWorkspace(ctx, A, "looked into it")
 	require.NoError(t, err)
+	e.Eventually(15*time.Second, func() bool {
+		j, err := e.Store.GetJob(ctx, e.Org.Org.ID, job.ID)
+		return err == nil && j.State == store.JobSucceeded
+	}, "admin restart %s succeeded", job.ID)
 	w := waitWS(t, e, A, "admin restart", func(w client.Workspace) bool { return w.Generation == 5 && w.Status == "running" })
 	require.False(t, w.Stale)
 	res, err := e.Admin.SetSecret(ctx, "", "K", "v6", false)
