@@ -63,7 +63,7 @@ func TestReplicasUnderConcurrentStream(t *testing.T) {
 
 	const (
 		agents     = 10
-		goroutines = 6
+		goroutines = 8
 		opsEach    = 50
 	)
 	dsn := pgtest.URL(t)
@@ -108,9 +108,9 @@ func TestReplicasUnderConcurrentStream(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(g)))
-			via := planes[g%len(planes)]
+			via, other := planes[g%len(planes)], planes[(g+1)%len(planes)]
 			for range opsEach {
-				st.do(via, P, rng)
+				st.do(via, other, P, rng)
 				// Pace the stream so that it overlaps the restarts it causes.
 				time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
 			}
@@ -267,7 +267,9 @@ func (s *streamState) serverErrors() []string {
 
 // do issues one random operation through p. Refusals (404, 409, 422) are
 // expected: the goroutines race each other over the same tree.
-func (s *streamState) do(p *plane, platformID string, rng *rand.Rand) {
+// Some operations are followed at once by another through the other
+// replica, so that the two replicas act on one workspace together.
+func (s *streamState) do(p, other *plane, platformID string, rng *rand.Rand) {
 	list, err := p.admin.ListWorkspaces(bg)
 	if err != nil {
 		s.record("list", "", err)
@@ -322,7 +324,7 @@ func (s *streamState) do(p *plane, platformID string, rng *rand.Rand) {
 		s.decisions(res)
 	case n < 67: // admin restart, the platform's now and then
 		w, _ := pick(live)
-		if rng.IntN(6) == 0 {
+		if rng.IntN(4) == 0 {
 			w.ID = platformID
 		}
 		_, err := p.admin.RestartWorkspace(bg, w.ID, "stream")
@@ -336,6 +338,11 @@ func (s *streamState) do(p *plane, platformID string, rng *rand.Rand) {
 		if w, ok := pick(paused); ok {
 			_, err := p.admin.ResumeWorkspace(bg, w.ID)
 			s.record("resume", w.ID, err)
+			if err == nil && rng.IntN(2) == 0 {
+				// Paused again through the other replica while it starts.
+				_, err := other.admin.PauseWorkspace(bg, w.ID)
+				s.record("pause-while-starting", w.ID, err)
+			}
 		}
 	case n < 89: // delete a small subtree (a leaf or a parent of one or two)
 		var small []client.Workspace
@@ -555,6 +562,7 @@ type boxWatcher struct {
 	stopped chan struct{}
 	// written by the sampling goroutine, read after stopped is closed
 	samples, doubles int
+	doubleGens       []int64
 	longestGap       time.Duration
 	pids             map[int]int64
 }
@@ -572,8 +580,9 @@ func watchBoxes(wsID string, urls ...string) *boxWatcher {
 			bs := scanAll(urls...)[wsID]
 			now := time.Now()
 			w.samples++
-			if len(bs) > 1 {
+			if overlap(bs) {
 				w.doubles++
+				w.doubleGens = gens(bs)
 			}
 			for _, b := range bs {
 				w.pids[b.pid] = b.gen()
@@ -605,7 +614,7 @@ func (w *boxWatcher) stop(t *testing.T) []string {
 	<-w.stopped
 	var out []string
 	if w.doubles > 0 {
-		out = append(out, fmt.Sprintf("platform %s: two box processes at once in %d of %d samples", w.wsID, w.doubles, w.samples))
+		out = append(out, fmt.Sprintf("platform %s: two box processes at once in %d of %d samples (last: generations %v)", w.wsID, w.doubles, w.samples, w.doubleGens))
 	}
 	byGen := map[int64]int{}
 	for _, g := range w.pids {
@@ -619,6 +628,27 @@ func (w *boxWatcher) stop(t *testing.T) []string {
 	t.Logf("platform box: %d processes seen over %d samples; longest time without one: %s",
 		len(w.pids), w.samples, w.longestGap.Round(time.Millisecond))
 	return out
+}
+
+// overlap reports whether two of the boxes were alive at one instant. A
+// scan of /proc is not atomic: a box that exited early in the scan and its
+// replacement started late in it both appear. So look again, newest first:
+// if the newest is alive and then an older one still is, they overlapped.
+func overlap(bs []box) bool {
+	if len(bs) < 2 {
+		return false
+	}
+	bs = slices.Clone(bs)
+	sort.Slice(bs, func(i, j int) bool { return bs[i].gen() > bs[j].gen() })
+	if !e2etest.ProcessAlive(bs[0].pid) {
+		return false
+	}
+	for _, b := range bs[1:] {
+		if e2etest.ProcessAlive(b.pid) {
+			return true
+		}
+	}
+	return false
 }
 
 // scanAll merges scanBoxes over several control planes.
