@@ -147,11 +147,26 @@ func TestReplicasUnderConcurrentStream(t *testing.T) {
 	}
 
 	problems = append(problems, checkFinalState(t, a, b, db, P, platformGen0)...)
+	// A control plane built with -race reports data races on its output.
+	for i, p := range planes {
+		if out := p.proc.Output(); strings.Contains(out, "WARNING: DATA RACE") {
+			problems = append(problems, fmt.Sprintf("replica %d reported a data race:\n%s", i, out))
+		}
+	}
 	problems = append(problems, watch.stop(t)...)
 	problems = append(problems, st.serverErrors()...)
 	if len(problems) > 0 {
 		for _, p := range problems {
 			t.Log("PROBLEM: " + p)
+		}
+		for i, p := range planes {
+			n := 0
+			for _, line := range strings.Split(p.proc.Output(), "\n") {
+				if strings.Contains(line, "level=ERROR") && n < 20 {
+					t.Logf("replica %d: %s", i, line)
+					n++
+				}
+			}
 		}
 		for _, w := range a.snapshot(allIDs(a)) {
 			t.Logf("workspace %s (%s, parent %v): status %s generation %d stale %v last_error %q",
