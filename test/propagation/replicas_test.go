@@ -40,11 +40,15 @@ var (
 // through the API, that no restart was lost or doubled:
 //   - every live, non-paused workspace runs exactly one box, of its current
 //     generation, whose env is the workspace's current effective env (asked
-//     with the box's own token), and the API says it is not stale;
+//     with the box's own token) and whose env fingerprint the control plane
+//     accepts in a heartbeat, and the API says it is not stale;
 //   - removed and paused workspaces have no box left;
 //   - no job is left pending or running;
 //   - the platform box was never stopped nor replaced automatically: its
-//     generation moved only with the admin restarts of it that succeeded.
+//     generation moved only with the admin restarts of it that succeeded,
+//     its audit has no box.failed, box.stop or box.gave_up, and two of its
+//     boxes never ran at once;
+//   - no request failed with a server error (5xx).
 //
 // Set ORGPLANE_TEST_STRESS=1 to run it, ORGPLANE_TEST_SEED to replay a
 // stream (the interleaving of goroutines still varies from run to run).
@@ -126,7 +130,7 @@ func TestReplicasUnderConcurrentStream(t *testing.T) {
 	st.record("restart", P, nil)
 
 	var problems []string
-	quiet, why := waitQuiet(a, db, 90*time.Second)
+	quiet, why := waitQuiet(a, db, 75*time.Second)
 	if !quiet {
 		problems = append(problems, "never quiet: "+why)
 	}
@@ -141,7 +145,7 @@ func TestReplicasUnderConcurrentStream(t *testing.T) {
 			}
 			st.record("restart", id, nil)
 		}
-		if quiet, why = waitQuiet(a, db, 60*time.Second); !quiet {
+		if quiet, why = waitQuiet(a, db, 45*time.Second); !quiet {
 			problems = append(problems, "never quiet after lifting the loop breaker: "+why)
 		}
 	}
@@ -512,10 +516,18 @@ func checkFinalState(t *testing.T, a, b *plane, db *sql.DB, platformID string, p
 			bad("workspace %s: box generation %d, API generation %d", w.ID, x.gen(), w.Generation)
 			continue
 		}
+		// The box's env fingerprint is the one the control plane holds for
+		// its box (a heartbeat with it is accepted), which, not being stale,
+		// is the current one.
+		box := client.New(a.url, x.env["ORGPLANE_TOKEN"])
+		if err := box.Do(bg, "POST", "/v1/workspaces/"+w.ID+"/heartbeat",
+			map[string]any{"generation": x.gen(), "fingerprint": x.fingerprint()}, nil); err != nil {
+			bad("workspace %s: a heartbeat with its box's generation and env fingerprint is refused: %v", w.ID, err)
+		}
 		// The box's env against the workspace's current effective env, asked
 		// with the box's own token. Values are compared, never printed.
 		var values map[string]string
-		if err := client.New(a.url, x.env["ORGPLANE_TOKEN"]).Do(bg, "GET", "/v1/workspaces/"+w.ID+"/secrets/values", nil, &values); err != nil {
+		if err := box.Do(bg, "GET", "/v1/workspaces/"+w.ID+"/secrets/values", nil, &values); err != nil {
 			bad("workspace %s: read its values with its box token: %v", w.ID, err)
 			continue
 		}
