@@ -230,7 +230,10 @@ func TestSecretValidationWritesNothing(t *testing.T) {
 
 func TestDryRunChangesNothing(t *testing.T) {
 	t.Parallel()
-	e := testenv.New(t, testenv.Options{Runtime: fastRuntime()})
+	// The platform box's provision and health are audited in the
+	// background: the snapshot is taken once it is running (its agent
+	// played here), so that only the dry run could change the log.
+	e := newRulesEnv(t)
 	ctx := adminCtx(e)
 	w := newWorkspace(t, e, "w")
 	auditBefore, err := e.Store.ListAudit(context.Background(), e.Org.Org.ID, store.AuditFilter{Limit: 1000})

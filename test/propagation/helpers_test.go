@@ -403,3 +403,12 @@ func mustJSON(t *testing.T, v any) json.RawMessage {
 	require.NoError(t, err)
 	return b
 }
+
+// allRestarts lists a workspace's restart jobs, newest first, up to the
+// API's largest page (1000) rather than its default one.
+func (p *plane) allRestarts(id string) []client.RestartJob {
+	p.t.Helper()
+	var js []client.RestartJob
+	require.NoError(p.t, p.admin.Do(bg, http.MethodGet, "/v1/workspaces/"+id+"/restarts?limit=1000", nil, &js))
+	return js
+}
