@@ -88,8 +88,9 @@ func (s *sqlStore) InTx(ctx context.Context, fn func(Store) error) error {
 		t := time.NewTimer(time.Duration(attempt) * time.Duration(5+rand.IntN(20)) * time.Millisecond)
 		select {
 		case <-ctx.Done():
+			// The caller gave up meanwhile: say so, not the lost race.
 			t.Stop()
-			return err
+			return fmt.Errorf("%w (after a transaction lost a concurrency race: %v)", ctx.Err(), err)
 		case <-t.C:
 		}
 	}
