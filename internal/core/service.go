@@ -156,11 +156,16 @@ func (s *Service) Events() *Bus { return s.events }
 // Metrics returns the service's metrics.
 func (s *Service) Metrics() *Metrics { return s.metrics }
 
-// Ready reports whether the store answers.
+// Ready reports whether the store answers and takes writes. A store that
+// answers reads but refuses every write (a full disk, a read-only file
+// system) is not ready: nearly every call the API serves writes.
 func (s *Service) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return s.store.Ping(ctx)
+	if err := s.store.Ping(ctx); err != nil {
+		return err
+	}
+	return s.store.ProbeWrite(ctx, s.clock.Now())
 }
 
 func principal(ctx context.Context) (auth.Principal, error) {
