@@ -34,7 +34,11 @@ func newLogger(g *Globals, level string) (*slog.Logger, error) {
 
 // masterKey resolves the master key: the flag's file wins over
 // ORGPLANE_MASTER_KEY, which wins over the data dir's file (up only).
-func masterKey(flagFile, dataDirFile string, generate bool) ([]byte, error) {
+// With generate, a missing data dir file is created, but only beside no
+// database: a new key cannot open a store sealed under the lost one, and
+// writing it would replace the evidence of what is missing with a key that
+// "does not open this store".
+func masterKey(flagFile, dataDirFile, dbFile string, generate bool) ([]byte, error) {
 	if flagFile != "" {
 		return crypto.LoadMasterKeyFile(flagFile)
 	}
@@ -50,6 +54,9 @@ func masterKey(flagFile, dataDirFile string, generate bool) ([]byte, error) {
 	}
 	k, err := crypto.LoadMasterKeyFile(dataDirFile)
 	if errors.Is(err, os.ErrNotExist) && generate {
+		if _, statErr := os.Stat(dbFile); statErr == nil || !errors.Is(statErr, os.ErrNotExist) {
+			return nil, fmt.Errorf("master key %s is missing but the database %s exists: restore the key file (or pass --master-key-file, or set ORGPLANE_MASTER_KEY); a new key could not open the secrets, so none was written", dataDirFile, dbFile)
+		}
 		if k, err = crypto.GenerateMasterKey(); err != nil {
 			return nil, err
 		}
@@ -142,12 +149,13 @@ printed once. Later runs reuse all of it.`,
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return fmt.Errorf("create data dir: %w", err)
 			}
-			key, err := masterKey(keyFile, filepath.Join(dir, "master.key"), true)
+			dbFile := filepath.Join(dir, "orgplane.db")
+			key, err := masterKey(keyFile, filepath.Join(dir, "master.key"), dbFile, true)
 			if err != nil {
 				return err
 			}
 			cfg := server.Config{
-				DBURL: "sqlite:" + filepath.Join(dir, "orgplane.db"), Addr: addr, MasterKey: key,
+				DBURL: "sqlite:" + dbFile, Addr: addr, MasterKey: key,
 				DataDir: dir, AdvertiseURL: advertise, Logger: log,
 			}
 			if err := rf.apply(cmd.Context(), &cfg, false); err != nil {
@@ -219,7 +227,7 @@ func newServeCmd(g *Globals) *cobra.Command {
 			if db == "" {
 				return errors.New("--db is required (sqlite:PATH or postgres://...; env ORGPLANE_DB)")
 			}
-			key, err := masterKey(keyFile, "", false)
+			key, err := masterKey(keyFile, "", "", false)
 			if err != nil {
 				return err
 			}

@@ -174,9 +174,10 @@ func CLI(t testing.TB, dir string, env []string, args ...string) (string, string
 // CLIStdin is CLI with stdin.
 func CLIStdin(t testing.TB, dir string, env []string, stdin string, args ...string) (string, string, int) {
 	t.Helper()
+	bin := Binary(t) // built before the clock starts: a build on a busy machine is slow
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, Binary(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
