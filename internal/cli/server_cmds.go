@@ -98,6 +98,7 @@ func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.IntVar(&r.rt.MaxProvisionRetries, "max-provision-retries", envInt("ORGPLANE_MAX_PROVISION_RETRIES", 3), "re-provisions of a failed box before it stays failed (env ORGPLANE_MAX_PROVISION_RETRIES)")
 	f.DurationVar(&r.rt.JobLease, "job-lease", envDuration("ORGPLANE_JOB_LEASE", 30*time.Second), "a restart job whose replica stops renewing this lease is taken over by another (env ORGPLANE_JOB_LEASE)")
 	f.DurationVar(&r.stopGrace, "stop-grace", envDuration("ORGPLANE_STOP_GRACE", 5*time.Second), "time between SIGTERM and SIGKILL when a box is stopped (env ORGPLANE_STOP_GRACE)")
+	f.IntVar(&r.rt.MaxBoxEnvBytes, "max-box-env-bytes", envInt("ORGPLANE_MAX_BOX_ENV_BYTES", core.DefaultMaxBoxEnvBytes), "cap on a box's env plus command line, as exec counts them; writes that would pass it are refused (env ORGPLANE_MAX_BOX_ENV_BYTES)")
 	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
 	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
 }
@@ -115,6 +116,10 @@ func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) 
 	}
 	if r.rt.ProvisionTimeout < time.Second {
 		return errors.New("--provision-timeout must be at least 1s")
+	}
+	if r.rt.MaxBoxEnvBytes < 2*core.MaxSecretValue || r.rt.MaxBoxEnvBytes > core.MaxMaxBoxEnvBytes {
+		return fmt.Errorf("--max-box-env-bytes %d: must be between %d and %d (the kernel refuses an exec over about 2 MiB)",
+			r.rt.MaxBoxEnvBytes, 2*core.MaxSecretValue, core.MaxMaxBoxEnvBytes)
 	}
 	cfg.Runtime, cfg.StopGrace, cfg.DockerNetwork = r.rt, r.stopGrace, r.dockerNetwork
 	switch r.docker {

@@ -62,6 +62,10 @@ type RuntimeConfig struct {
 	// StableAfter: a box healthy this long has proven itself; its next
 	// failure starts a fresh retry count (default 60s).
 	StableAfter time.Duration
+	// MaxBoxEnvBytes caps a box's env plus command line, as exec counts
+	// them (default DefaultMaxBoxEnvBytes): a secret write or spec after
+	// which a box could not be started is refused.
+	MaxBoxEnvBytes int
 }
 
 func (c *RuntimeConfig) defaults() {
@@ -89,6 +93,7 @@ func (c *RuntimeConfig) defaults() {
 	defInt(&c.MaxConcurrentRestarts, 4)
 	defInt(&c.MaxConcurrentRestartsPerOrg, 4)
 	defInt(&c.LoopMax, 3)
+	defInt(&c.MaxBoxEnvBytes, DefaultMaxBoxEnvBytes)
 }
 
 // Service is the service layer.
