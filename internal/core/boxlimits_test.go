@@ -241,4 +241,3 @@ func TestSpecRulesOfThisControlPlane(t *testing.T) {
 	_, err = e.Admin.PatchWorkspace(ctx, w.ID, client.PatchWorkspace{Spec: json.RawMessage(`{"command":["box"],"ready_after_seconds":1.5}`)})
 	require.NoError(t, err, "below the provision timeout")
 }
-
