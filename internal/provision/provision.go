@@ -49,6 +49,10 @@ type Handle struct {
 	ID          string    `json:"id"`                    // pid (process) or container id (docker)
 	StartTicks  uint64    `json:"start_ticks,omitempty"` // process: /proc/<pid>/stat starttime, guards against pid reuse
 	StartedAt   time.Time `json:"started_at"`
+	// UID and Dir: an isolated process box's own user (and group) id and
+	// working directory, released when it is stopped, after an adoption too.
+	UID uint32 `json:"uid,omitempty"`
+	Dir string `json:"dir,omitempty"`
 }
 
 // State is what Inspect reports.
