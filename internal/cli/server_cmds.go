@@ -17,6 +17,7 @@ import (
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/crypto"
 	"github.com/orgplane/orgplane/internal/provision/docker"
+	"github.com/orgplane/orgplane/internal/provision/process"
 	"github.com/orgplane/orgplane/internal/server"
 	"github.com/orgplane/orgplane/internal/store"
 )
@@ -74,7 +75,14 @@ type runtimeFlags struct {
 	docker        string
 	dockerNetwork string
 	stopGrace     time.Duration
+	boxUIDs       string
+	boxDir        string
 }
+
+// DefaultBoxDir holds isolated process boxes' working directories: outside
+// any data dir, and one place per machine, so that the uid claims of all
+// the control planes on it meet.
+const DefaultBoxDir = "/var/lib/orgplane-boxes"
 
 func envDuration(name string, def time.Duration) time.Duration {
 	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
@@ -99,6 +107,8 @@ func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.DurationVar(&r.rt.JobLease, "job-lease", envDuration("ORGPLANE_JOB_LEASE", 30*time.Second), "a restart job whose replica stops renewing this lease is taken over by another (env ORGPLANE_JOB_LEASE)")
 	f.DurationVar(&r.stopGrace, "stop-grace", envDuration("ORGPLANE_STOP_GRACE", 5*time.Second), "time between SIGTERM and SIGKILL when a box is stopped (env ORGPLANE_STOP_GRACE)")
 	f.IntVar(&r.rt.MaxBoxEnvBytes, "max-box-env-bytes", envInt("ORGPLANE_MAX_BOX_ENV_BYTES", core.DefaultMaxBoxEnvBytes), "cap on a box's env plus command line, as exec counts them; writes that would pass it are refused (env ORGPLANE_MAX_BOX_ENV_BYTES)")
+	f.StringVar(&r.boxUIDs, "box-uid-range", envOr("ORGPLANE_BOX_UID_RANGE", process.DefaultUIDRange.String()), "as root, each process box runs as its own user from this range FIRST-LAST, or off (env ORGPLANE_BOX_UID_RANGE)")
+	f.StringVar(&r.boxDir, "box-dir", envOr("ORGPLANE_BOX_DIR", DefaultBoxDir), "as root, where isolated process boxes get their working directories (env ORGPLANE_BOX_DIR)")
 	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
 	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
 }
@@ -122,6 +132,11 @@ func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) 
 			r.rt.MaxBoxEnvBytes, 2*core.MaxSecretValue, core.MaxMaxBoxEnvBytes)
 	}
 	cfg.Runtime, cfg.StopGrace, cfg.DockerNetwork = r.rt, r.stopGrace, r.dockerNetwork
+	uids, err := process.ParseUIDRange(r.boxUIDs)
+	if err != nil {
+		return fmt.Errorf("--box-uid-range: %w", err)
+	}
+	cfg.BoxUIDs, cfg.BoxDir = uids, r.boxDir
 	switch r.docker {
 	case "on", "true":
 		cfg.Docker = true
@@ -153,6 +168,11 @@ printed once. Later runs reuse all of it.`,
 			dir := g.DataDir
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return fmt.Errorf("create data dir: %w", err)
+			}
+			// It holds the store, the master key and the tokens: only
+			// orgplane's user may enter it, whatever mode it had.
+			if err := os.Chmod(dir, 0o700); err != nil {
+				return fmt.Errorf("restrict data dir: %w", err)
 			}
 			dbFile := filepath.Join(dir, "orgplane.db")
 			key, err := masterKey(keyFile, filepath.Join(dir, "master.key"), dbFile, true)

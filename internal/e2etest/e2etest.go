@@ -42,6 +42,12 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		// As root, process boxes run as their own users, and the reference
+		// agent is this binary: they must be able to execute it.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			buildErr = err
+			return
+		}
 		binPath = filepath.Join(dir, "orgplane")
 		cmd := exec.Command("go", "build", "-o", binPath, "github.com/orgplane/orgplane/cmd/orgplane")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -150,12 +150,26 @@ func (p *Provisioner) claimUID(workspaceID string, generation int64) (uint32, st
 	h.Write([]byte(workspaceID))
 	start := h.Sum64() % size
 	busy := uidsInUse()
-	for i := range size {
+	// First pass: ids never claimed. Second: claims left by boxes that died
+	// without being stopped (killed with the control plane, say), whose
+	// user runs nothing: they are taken over, so the range does not run
+	// out. A handle of such a box finds its directory gone and releases
+	// nothing.
+	for i := range 2 * size {
 		uid := uint32(uint64(r.First) + (start+i)%size)
 		if busy[uid] {
 			continue
 		}
 		claim := filepath.Join(p.cfg.BoxDir, strconv.FormatUint(uint64(uid), 10))
+		if i >= size {
+			if len(pidsOfUID(uid)) > 0 {
+				continue
+			}
+			p.log.Info("taking over the uid claim of a dead box", "uid", uid)
+			if err := os.RemoveAll(claim); err != nil {
+				continue
+			}
+		}
 		if err := os.Mkdir(claim, 0o711); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				continue

@@ -73,6 +73,9 @@ type Config struct {
 	// path outside the data directory, reachable by any user (New makes it
 	// root's, mode 0711).
 	BoxDir string
+	// Programs that boxes run by default (the reference agent): when boxes
+	// are isolated, New warns about any that a box user cannot execute.
+	Programs []string
 }
 
 // Provisioner runs boxes as process groups. It implements
@@ -165,6 +168,12 @@ func New(cfg Config) (*Provisioner, error) {
 		}
 		p.isolated = true
 		p.log.Info("process boxes isolated", "uids", cfg.BoxUIDs.String(), "box_dir", cfg.BoxDir)
+		for _, prog := range cfg.Programs {
+			if err := reachable(prog, cfg.BoxUIDs.First, cfg.BoxUIDs.First, false); err != nil {
+				p.log.Warn("box users cannot run this program: boxes that run it will fail to start; install it where every user may execute it (e.g. /usr/local/bin)",
+					"program", prog, "why", err.Error())
+			}
+		}
 	}
 	p.wg.Add(1)
 	go p.capLoop()
