@@ -47,7 +47,7 @@ type Config struct {
 	// BoxUIDs and BoxDir isolate process boxes (see process.Config).
 	BoxUIDs process.UIDRange
 	BoxDir  string
-	Logger    *slog.Logger
+	Logger  *slog.Logger
 	// Bootstrap runs once the service has started and before the API
 	// answers: /readyz is 200 only when it has finished.
 	Bootstrap func(ctx context.Context, svc *core.Service) error
