@@ -35,6 +35,9 @@ type Spec struct {
 	Command []string
 	// Image for docker.
 	Image string
+	// User for docker: "uid[:gid]" or "name[:group]"; empty: the backend's
+	// unprivileged default, never the image's (often root) user.
+	User string
 	// Env is the complete environment of the box (effective env plus the
 	// ORGPLANE_* variables). Values are secret: never log them.
 	Env map[string]string

@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -44,6 +45,10 @@ const (
 
 // DefaultStopGrace is the default Config.StopGrace.
 const DefaultStopGrace = 5 * time.Second
+
+// DefaultUser runs a box that names no user: nobody:nogroup, whatever the
+// image says (images often default to root).
+const DefaultUser = "65534:65534"
 
 // Config configures a Provisioner.
 type Config struct {
@@ -168,10 +173,15 @@ func (p *Provisioner) start(ctx context.Context, spec provision.Spec) (provision
 	}
 	slices.Sort(env)
 
+	user := spec.User
+	if user == "" {
+		user = DefaultUser
+	}
 	cfg := &container.Config{
 		Image:  spec.Image,
 		Env:    env,
 		Labels: labels,
+		User:   user,
 	}
 	if len(spec.Command) > 0 {
 		cfg.Cmd = slices.Clone(spec.Command)
@@ -182,6 +192,9 @@ func (p *Provisioner) start(ctx context.Context, spec provision.Spec) (provision
 		Init:        &useInit,
 		// orgplane decides about restarts (with its rules), not the engine.
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		// Nothing of the host is mounted, the data dir least of all; and
+		// no setuid program takes a box back to root.
+		SecurityOpt: []string{"no-new-privileges"},
 	}
 	name := p.ContainerName(spec.WorkspaceID, spec.Generation)
 	created, err := p.c.ContainerCreate(ctx, client.ContainerCreateOptions{
@@ -503,7 +516,38 @@ func (p *Provisioner) Logs(ctx context.Context, workspaceID string, tail int) ([
 	if _, err := stdcopy.StdCopy(&buf, &buf, rc); err != nil {
 		return nil, fmt.Errorf("read logs of %s: %w", workspaceID, err)
 	}
-	return buf.Bytes(), nil
+	vals, err := p.startedWith(ctx, newest.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read logs of %s: %w", workspaceID, err)
+	}
+	return []byte(redact.Strings(buf.String(), vals)), nil
+}
+
+// startedWith returns the values to mask in a container's output: every
+// value of the env it was started with (its secrets, its token: the
+// container keeps them, so this survives a control-plane restart), but the
+// public contract variables and what its image sets by itself (PATH...).
+func (p *Provisioner) startedWith(ctx context.Context, id string) ([]string, error) {
+	ins, err := p.c.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("inspect container %s: %w", shortID(id), err)
+	}
+	if ins.Container.Config == nil {
+		return nil, nil
+	}
+	fromImage := map[string]bool{}
+	if img, err := p.c.ImageInspect(ctx, ins.Container.Image); err == nil && img.Config != nil {
+		for _, kv := range img.Config.Env {
+			fromImage[kv] = true
+		}
+	}
+	env := map[string]string{}
+	for _, kv := range ins.Container.Config.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && !fromImage[kv] {
+			env[k] = v
+		}
+	}
+	return redact.Values(env), nil
 }
 
 func shortID(id string) string {

@@ -77,7 +77,7 @@ func TestIsolatedBoxesCannotReadEachOtherOrTheControlPlane(t *testing.T) {
 	a := startSh(t, p, "ws-a", "echo a-up; exec sleep 1000", map[string]string{"SECRET_A": secretA, "ORGPLANE_TOKEN": "op_workspace_ta_TOKENA"})
 	waitLog(t, p, "ws-a", "a-up")
 
-	script := `id -u; id -g; id -G; pwd
+	script := `id -u; id -g; id -G
 cat "$DATA/admin.token"; echo "token-rc=$?"
 cat /proc/$PIDA/environ; echo "environ-rc=$?"
 cat /proc/$CP/environ; echo "cp-environ-rc=$?"
@@ -102,7 +102,9 @@ echo b-done; exec sleep 1000`
 	require.Equal(t, strconv.Itoa(int(b.UID)), lines[0], "uid: %s", out)
 	require.Equal(t, strconv.Itoa(int(b.UID)), lines[1], "gid")
 	require.Equal(t, strconv.Itoa(int(b.UID)), lines[2], "no supplementary groups")
-	require.Equal(t, b.Dir, lines[3], "working directory")
+	cwd, err := os.Readlink("/proc/" + b.ID + "/cwd")
+	require.NoError(t, err)
+	require.Equal(t, b.Dir, cwd, "working directory")
 	for _, rc := range []string{"token-rc=1", "environ-rc=1", "cp-environ-rc=1", "dir-rc=2", "data-rc=2"} {
 		require.Contains(t, out, rc, out)
 	}
@@ -173,4 +175,43 @@ func TestIsolatedBoxProgramMustBeReachable(t *testing.T) {
 	ents, err := os.ReadDir(i.boxDir)
 	require.NoError(t, err)
 	require.Empty(t, ents, "the claim was released")
+}
+
+// TestLogsMaskWhatTheBoxWasStartedWith: every value a box was started
+// with (its secrets, its token, short ones as whole words) is masked in its
+// output for as long as its output is read, whatever the secrets are now;
+// and after a control-plane restart, from what /proc says the adopted box
+// was started with.
+func TestLogsMaskWhatTheBoxWasStartedWith(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := process.Config{LogDir: dir, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+	p, err := process.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	const secret, token = "the-old-secret-value", "op_workspace_t7_BOXTOKEN"
+	h, err := p.Start(context.Background(), provision.Spec{OrgID: "o", WorkspaceID: "ws-m", Generation: 1,
+		Command: []string{"/bin/sh", "-c", `echo "key=$API_KEY tok=$ORGPLANE_TOKEN pin=$PIN port 4242 ws=$ORGPLANE_WORKSPACE_ID"; echo printed; exec sleep 1000`},
+		Env:     map[string]string{"API_KEY": secret, "ORGPLANE_TOKEN": token, "PIN": "42", "ORGPLANE_WORKSPACE_ID": "ws-m"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Stop(context.Background(), h)) })
+	want := "key=[REDACTED] tok=[REDACTED] pin=[REDACTED] port 4242 ws=ws-m\nprinted\n"
+	out := waitLog(t, p, "ws-m", "printed")
+	require.Equal(t, want, out)
+
+	// A restarted control plane: a new provisioner adopts the box.
+	q, err := process.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { q.Close() })
+	raw, err := os.ReadFile(q.LogPath("ws-m"))
+	require.NoError(t, err)
+	require.Contains(t, string(raw), secret, "the file holds what the box printed")
+	_, err = q.Adopt(context.Background(), h)
+	require.NoError(t, err)
+	b, err := q.Logs(context.Background(), "ws-m", 0)
+	require.NoError(t, err)
+	require.Equal(t, want, string(b))
+	b, err = q.Logs(context.Background(), "ws-m", 1)
+	require.NoError(t, err)
+	require.Equal(t, "printed\n", string(b))
 }

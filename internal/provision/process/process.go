@@ -90,6 +90,9 @@ type Provisioner struct {
 
 	logMu sync.Mutex // serialises log rotation and reads
 
+	memoMu sync.Mutex
+	memos  map[string][]envMemo // workspace -> values its latest boxes were started with
+
 	closing   chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup // background goroutines that Close waits for
@@ -154,6 +157,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("runtime", provision.RuntimeProcess),
 		boxes:   make(map[boxKey]*box),
+		memos:   make(map[string][]envMemo),
 		closing: make(chan struct{}),
 	}
 	switch {
@@ -297,6 +301,7 @@ func (p *Provisioner) start(spec provision.Spec) (provision.Handle, error) {
 		}
 		return provision.Handle{}, fmt.Errorf("read start time of pid %d: %w", pid, err)
 	}
+	p.remember(spec.WorkspaceID, spec.Generation, spec.Env)
 	b := &box{key: boxKey{pid, st.startTicks}, child: true, done: make(chan struct{})}
 	p.mu.Lock()
 	p.boxes[b.key] = b
@@ -426,6 +431,9 @@ func (p *Provisioner) Adopt(_ context.Context, h provision.Handle) (provision.St
 			return provision.State{}, err
 		}
 		return provision.State{}, fmt.Errorf("adopt box %s: %w", h.ID, err)
+	}
+	if !b.child && b.state().Running {
+		p.rememberFromProc(h.WorkspaceID, h.Generation, k.pid)
 	}
 	p.log.Info("box adopted", "workspace", h.WorkspaceID, "generation", h.Generation, "pid", h.ID)
 	return b.state(), nil
