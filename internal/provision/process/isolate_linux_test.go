@@ -215,3 +215,44 @@ func TestLogsMaskWhatTheBoxWasStartedWith(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "printed\n", string(b))
 }
+
+// TestIsolatedUIDClaims: with one id in the range, a live box holds it (a
+// second box is refused), a claim left by a dead box is taken over, and
+// the dead box's stale handle then releases nothing of the new box.
+func TestIsolatedUIDClaims(t *testing.T) {
+	i := newIsolated(t)
+	i.cfg.BoxUIDs = process.UIDRange{First: i.uids.First, Last: i.uids.First}
+	p := i.prov(t)
+	uid := strconv.Itoa(int(i.uids.First))
+	// A box that died with its control plane left its claim behind.
+	stale := provision.Handle{Runtime: provision.RuntimeProcess, WorkspaceID: "ws-dead", Generation: 1, ID: "999999", StartTicks: 1,
+		UID: i.uids.First, Dir: filepath.Join(i.boxDir, uid, "ws-dead-g1")}
+	require.NoError(t, os.MkdirAll(stale.Dir, 0o700))
+
+	h := startSh(t, p, "ws-live", "echo live; exec sleep 1000", nil)
+	require.Equal(t, i.uids.First, h.UID, "the dead box's claim was taken over")
+	waitLog(t, p, "ws-live", "live")
+	_, err := p.Start(context.Background(), provision.Spec{OrgID: "o", WorkspaceID: "ws-other", Generation: 1,
+		Command: []string{"/bin/sh", "-c", "exec sleep 1000"}})
+	require.ErrorContains(t, err, "no free box uid")
+
+	require.NoError(t, p.Stop(context.Background(), stale), "the stale handle")
+	_, err = os.Stat(h.Dir)
+	require.NoError(t, err, "the live box keeps its directory")
+	st, err := p.Inspect(context.Background(), h)
+	require.NoError(t, err)
+	require.True(t, st.Running, "and its process")
+}
+
+// TestNotIsolatedWarns: without isolation (not root, or no uid range) the
+// provisioner says so at startup, at warn level.
+func TestNotIsolatedWarns(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	p, err := process.New(process.Config{LogDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	require.Contains(t, buf.String(), "level=WARN")
+	require.Contains(t, buf.String(), "process boxes are not isolated")
+	require.Contains(t, buf.String(), "docker runtime")
+}
