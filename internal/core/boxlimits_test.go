@@ -241,3 +241,28 @@ func TestSpecRulesOfThisControlPlane(t *testing.T) {
 	_, err = e.Admin.PatchWorkspace(ctx, w.ID, client.PatchWorkspace{Spec: json.RawMessage(`{"command":["box"],"ready_after_seconds":1.5}`)})
 	require.NoError(t, err, "below the provision timeout")
 }
+
+// TestBoxSpecPublicKeys: the spec's own env is public (not masked in box
+// output); a key a secret overrides, the secrets and the token are not.
+func TestBoxSpecPublicKeys(t *testing.T) {
+	t.Parallel()
+	e := testenv.New(t, testenv.Options{Runtime: fastRuntime()})
+	ctx := context.Background()
+	_, err := e.Admin.SetSecret(ctx, "", "OVERRIDDEN", "secret-value", false)
+	require.NoError(t, err)
+	w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "pub",
+		Spec: json.RawMessage(`{"command":["box"],"env":{"LOG_LEVEL":"info","OVERRIDDEN":"plain"},"ready_after_seconds":0}`)})
+	require.NoError(t, err)
+	var spec provision.Spec
+	require.Eventually(t, func() bool {
+		for _, s := range e.Fake.Starts() {
+			if s.WorkspaceID == w.ID {
+				spec = s
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, []string{"LOG_LEVEL"}, spec.PublicKeys)
+	require.Equal(t, "secret-value", spec.Env["OVERRIDDEN"])
+}

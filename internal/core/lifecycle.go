@@ -125,6 +125,11 @@ func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token st
 	default:
 		return sp, fmt.Errorf("runtime %s has no boxes", w.Runtime)
 	}
+	for k := range sp.Env {
+		if _, secret := env[k]; !secret {
+			sp.PublicKeys = append(sp.PublicKeys, k) // the spec's own, not masked in output
+		}
+	}
 	maps.Copy(sp.Env, env)
 	sp.Env[EnvURL] = s.cfg.AdvertiseURL
 	sp.Env[EnvWorkspaceID] = w.ID

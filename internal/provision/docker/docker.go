@@ -41,6 +41,9 @@ const (
 	LabelOrg        = "orgplane.org"
 	LabelWorkspace  = "orgplane.workspace"
 	LabelGeneration = "orgplane.generation"
+	// LabelPublicEnv names the env variables that are not secret (comma
+	// separated): their values are not masked in the box's output.
+	LabelPublicEnv = "orgplane.public-env"
 )
 
 // DefaultStopGrace is the default Config.StopGrace.
@@ -104,7 +107,7 @@ func New(cfg Config) (*Provisioner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	for _, k := range []string{LabelManaged, LabelOrg, LabelWorkspace, LabelGeneration} {
+	for _, k := range []string{LabelManaged, LabelOrg, LabelWorkspace, LabelGeneration, LabelPublicEnv} {
 		if _, ok := cfg.Labels[k]; ok {
 			return nil, fmt.Errorf("new docker provisioner: label %s is reserved", k)
 		}
@@ -166,6 +169,9 @@ func (p *Provisioner) start(ctx context.Context, spec provision.Spec) (provision
 	labels[LabelOrg] = spec.OrgID
 	labels[LabelWorkspace] = spec.WorkspaceID
 	labels[LabelGeneration] = strconv.FormatInt(spec.Generation, 10)
+	if len(spec.PublicKeys) > 0 {
+		labels[LabelPublicEnv] = strings.Join(slices.Sorted(slices.Values(spec.PublicKeys)), ",")
+	}
 
 	env := make([]string, 0, len(spec.Env))
 	for k, v := range spec.Env {
@@ -547,7 +553,11 @@ func (p *Provisioner) startedWith(ctx context.Context, id string) ([]string, err
 			env[k] = v
 		}
 	}
-	return redact.Values(env), nil
+	var public []string
+	if l := ins.Container.Config.Labels[LabelPublicEnv]; l != "" {
+		public = strings.Split(l, ",")
+	}
+	return redact.Values(provision.MaskedEnv(env, public)), nil
 }
 
 func shortID(id string) string {

@@ -219,8 +219,9 @@ func TestDocker(t *testing.T) {
 		ws := "ws-" + provisiontest.RandomID(t)
 		const secret, token = "docker-secret-value", "op_workspace_t9_DOCKERTOKEN"
 		s.start(t, p, provision.Spec{WorkspaceID: ws, Generation: 1,
-			Env:     map[string]string{"API_KEY": secret, "ORGPLANE_TOKEN": token, "PIN": "q7", "ORGPLANE_WORKSPACE_ID": ws},
-			Command: []string{"/box", "-leak", "API_KEY,ORGPLANE_TOKEN,PIN,ORGPLANE_WORKSPACE_ID"}})
+			Env:        map[string]string{"API_KEY": secret, "ORGPLANE_TOKEN": token, "PIN": "q7", "ORGPLANE_WORKSPACE_ID": ws, "LOG_LEVEL": "info"},
+			PublicKeys: []string{"LOG_LEVEL"},
+			Command:    []string{"/box", "-leak", "API_KEY,ORGPLANE_TOKEN,PIN,ORGPLANE_WORKSPACE_ID,LOG_LEVEL"}})
 		// A new provisioner knows nothing but what the container holds: as
 		// after a control-plane restart.
 		q := s.prov(t, 5*time.Second)
@@ -229,6 +230,7 @@ func TestDocker(t *testing.T) {
 		require.Contains(t, out, "leak ORGPLANE_TOKEN=[REDACTED]\n")
 		require.Contains(t, out, "leak PIN=[REDACTED]\n", "short values too, as whole words")
 		require.Contains(t, out, "leak ORGPLANE_WORKSPACE_ID="+ws+"\n", "ids are not secret")
+		require.Contains(t, out, "leak LOG_LEVEL=info\n", "nor the spec's own env")
 		require.NotContains(t, out, secret)
 		require.NotContains(t, out, "DOCKERTOKEN")
 		require.NotContains(t, out, "PATH=[REDACTED]", "what the image sets is not masked")

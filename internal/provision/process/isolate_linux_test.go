@@ -191,11 +191,12 @@ func TestLogsMaskWhatTheBoxWasStartedWith(t *testing.T) {
 	t.Cleanup(func() { p.Close() })
 	const secret, token = "the-old-secret-value", "op_workspace_t7_BOXTOKEN"
 	h, err := p.Start(context.Background(), provision.Spec{OrgID: "o", WorkspaceID: "ws-m", Generation: 1,
-		Command: []string{"/bin/sh", "-c", `echo "key=$API_KEY tok=$ORGPLANE_TOKEN pin=$PIN port 4242 ws=$ORGPLANE_WORKSPACE_ID"; echo printed; exec sleep 1000`},
-		Env:     map[string]string{"API_KEY": secret, "ORGPLANE_TOKEN": token, "PIN": "42", "ORGPLANE_WORKSPACE_ID": "ws-m"}})
+		Command:    []string{"/bin/sh", "-c", `echo "key=$API_KEY tok=$ORGPLANE_TOKEN pin=$PIN port 4242 ws=$ORGPLANE_WORKSPACE_ID level=$LOG_LEVEL"; echo printed; exec sleep 1000`},
+		Env:        map[string]string{"API_KEY": secret, "ORGPLANE_TOKEN": token, "PIN": "42", "ORGPLANE_WORKSPACE_ID": "ws-m", "LOG_LEVEL": "info"},
+		PublicKeys: []string{"LOG_LEVEL"}})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, p.Stop(context.Background(), h)) })
-	want := "key=[REDACTED] tok=[REDACTED] pin=[REDACTED] port 4242 ws=ws-m\nprinted\n"
+	want := "key=[REDACTED] tok=[REDACTED] pin=[REDACTED] port 4242 ws=ws-m level=info\nprinted\n"
 	out := waitLog(t, p, "ws-m", "printed")
 	require.Equal(t, want, out)
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/redact"
 )
 
@@ -58,7 +59,7 @@ func (p *Provisioner) masked(workspaceID string) []string {
 // rememberFromProc recovers what an adopted box was started with from its
 // /proc/<pid>/environ (readable by root, or by the box's own user when
 // boxes are not isolated).
-func (p *Provisioner) rememberFromProc(workspaceID string, gen int64, pid int) {
+func (p *Provisioner) rememberFromProc(workspaceID string, gen int64, pid int, publicKeys []string) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil {
 		p.log.Warn("read an adopted box's env (its values are masked in its logs only while they are current secrets)",
@@ -71,5 +72,5 @@ func (p *Provisioner) rememberFromProc(workspaceID string, gen int64, pid int) {
 			env[string(k)] = string(v)
 		}
 	}
-	p.remember(workspaceID, gen, env)
+	p.remember(workspaceID, gen, provision.MaskedEnv(env, publicKeys))
 }

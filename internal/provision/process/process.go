@@ -301,7 +301,7 @@ func (p *Provisioner) start(spec provision.Spec) (provision.Handle, error) {
 		}
 		return provision.Handle{}, fmt.Errorf("read start time of pid %d: %w", pid, err)
 	}
-	p.remember(spec.WorkspaceID, spec.Generation, spec.Env)
+	p.remember(spec.WorkspaceID, spec.Generation, provision.MaskedEnv(spec.Env, spec.PublicKeys))
 	b := &box{key: boxKey{pid, st.startTicks}, child: true, done: make(chan struct{})}
 	p.mu.Lock()
 	p.boxes[b.key] = b
@@ -325,6 +325,7 @@ func (p *Provisioner) start(spec provision.Spec) (provision.Handle, error) {
 		StartedAt:   time.Now().UTC(),
 		UID:         uid,
 		Dir:         workDir,
+		PublicKeys:  spec.PublicKeys,
 	}, nil
 }
 
@@ -433,7 +434,7 @@ func (p *Provisioner) Adopt(_ context.Context, h provision.Handle) (provision.St
 		return provision.State{}, fmt.Errorf("adopt box %s: %w", h.ID, err)
 	}
 	if !b.child && b.state().Running {
-		p.rememberFromProc(h.WorkspaceID, h.Generation, k.pid)
+		p.rememberFromProc(h.WorkspaceID, h.Generation, k.pid, h.PublicKeys)
 	}
 	p.log.Info("box adopted", "workspace", h.WorkspaceID, "generation", h.Generation, "pid", h.ID)
 	return b.state(), nil
