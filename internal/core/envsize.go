@@ -123,14 +123,12 @@ func (z *envSizes) of(workspaceID string) int {
 	return n
 }
 
-func (s *Service) maxBoxEnv() int { return s.cfg.MaxBoxEnvBytes }
-
-// checkEnvSizes refuses a change after which a box of any of the given
-// workspaces (all of the org's when ws is nil) could not be started: its
-// env and command over the cap. specs overrides the stored spec of a
-// workspace (a spec being created or changed). Nothing is decrypted.
+// checkEnvSizes refuses a change after which the box of any of ws could
+// not be started: its env (as z has it, the change applied) and its
+// command over the cap. The caller passes a workspace being created or
+// re-specified with its new spec. Nothing is decrypted.
 func (s *Service) checkEnvSizes(z *envSizes, ws []store.Workspace) error {
-	limit := s.maxBoxEnv()
+	limit := s.cfg.MaxBoxEnvBytes
 	type over struct {
 		id   string
 		size int

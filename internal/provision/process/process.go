@@ -8,6 +8,11 @@
 // that would break when orgplane goes away. A restarted control plane finds
 // its boxes again with Adopt, from the persisted Handle.
 //
+// When orgplane runs as root with a uid range (Config.BoxUIDs), each box
+// runs as its own unprivileged user in its own directory, so that boxes
+// cannot read each other's files and environments, nor the control
+// plane's; see isolate.go.
+//
 // A pid alone is not an identity: after the box dies the kernel may hand
 // the number to an unrelated process. Every Handle therefore carries the
 // process start time from /proc/<pid>/stat, and nothing is signalled unless
