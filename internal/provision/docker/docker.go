@@ -154,7 +154,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provision.Spec) (provision
 	h, err := p.start(ctx, spec)
 	if err != nil {
 		// Engine messages are not ours; make sure none echoes a value.
-		return provision.Handle{}, redact.Error(fmt.Errorf("start box %s: %w", spec.WorkspaceID, err), spec.Env)
+		return provision.Handle{}, redact.Error(fmt.Errorf("start box %s: %w", spec.WorkspaceID, err), provision.MaskedEnv(spec.Env, spec.PublicKeys))
 	}
 	p.log.Info("box started", "workspace", h.WorkspaceID, "generation", h.Generation, "container", shortID(h.ID))
 	return h, nil

@@ -232,7 +232,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provision.Spec) (provision
 	if err != nil {
 		// exec errors name the binary, not the env; masking is the belt to
 		// those braces, as the command line itself may carry a secret.
-		return provision.Handle{}, redact.Error(fmt.Errorf("start box %s: %w", spec.WorkspaceID, err), spec.Env)
+		return provision.Handle{}, redact.Error(fmt.Errorf("start box %s: %w", spec.WorkspaceID, err), provision.MaskedEnv(spec.Env, spec.PublicKeys))
 	}
 	p.log.Info("box started", "workspace", h.WorkspaceID, "generation", h.Generation, "pid", h.ID)
 	return h, nil
