@@ -385,8 +385,7 @@ func TestProcessFailurePaths(t *testing.T) {
 	_, err := s.admin.CreateWorkspace(bg, client.CreateWorkspace{Name: "runtime-not-enabled", Runtime: "docker", Spec: spec(t, map[string]any{"image": "orgplane-e2e/none:0"})})
 	require.Equal(t, http.StatusUnprocessableEntity, apiStatus(err), "%v", err)
 	require.Contains(t, err.Error(), "runtime_unavailable")
-	var unreachable *server
-	unreachable = startUnreachable(t, "--docker", "off", "--provision-timeout", "2s", "--max-provision-retries", "1")
+	unreachable := startUnreachable(t, "--docker", "off", "--provision-timeout", "2s", "--max-provision-retries", "1")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
