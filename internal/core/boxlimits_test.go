@@ -109,9 +109,28 @@ func TestNULValuesRefused(t *testing.T) {
 // naming the workspaces; the dry run answers the same; nothing changes.
 func TestEnvTooLargeRefused(t *testing.T) {
 	t.Parallel()
+	forEngines(t, testEnvTooLargeRefused)
+}
+
+// forEngines runs a test on SQLite and on Postgres (skipped when there is
+// none, unless required).
+func forEngines(t *testing.T, fn func(t *testing.T, postgres bool)) {
+	for _, pg := range []bool{false, true} {
+		name := "sqlite"
+		if pg {
+			name = "postgres"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, pg)
+		})
+	}
+}
+
+func testEnvTooLargeRefused(t *testing.T, postgres bool) {
 	rt := fastRuntime()
 	rt.MaxBoxEnvBytes = 200_000
-	e := testenv.New(t, testenv.Options{Runtime: rt})
+	e := testenv.New(t, testenv.Options{Runtime: rt, Postgres: postgres})
 	ctx := context.Background()
 	w := stoppedWorkspace(t, e, "w", "process", `{"command":["box"],"ready_after_seconds":0}`)
 	small := stoppedWorkspace(t, e, "small", "process", `{"command":["box"],"ready_after_seconds":0}`)
@@ -166,9 +185,13 @@ func TestEnvTooLargeRefused(t *testing.T) {
 // naming exactly those, and one under it is accepted.
 func TestEnvSizeNeedsNoDecryption(t *testing.T) {
 	t.Parallel()
+	forEngines(t, testEnvSizeNeedsNoDecryption)
+}
+
+func testEnvSizeNeedsNoDecryption(t *testing.T, postgres bool) {
 	rt := fastRuntime()
 	rt.MaxBoxEnvBytes = 100_000
-	e := testenv.New(t, testenv.Options{Runtime: rt})
+	e := testenv.New(t, testenv.Options{Runtime: rt, Postgres: postgres})
 	ctx := context.Background()
 	const n = 300
 	ids := make([]string, n)

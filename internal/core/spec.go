@@ -160,6 +160,12 @@ func (s *Service) checkSpec(ctx context.Context, tx store.Store, orgID, wsID, ru
 		return "", Invalid("invalid_spec", "spec.ready_after_seconds (%gs) must be below the provision timeout (%s): a box is healthy only after it, and failed at the timeout",
 			*ra.ReadyAfterSeconds, s.cfg.ProvisionTimeout)
 	}
+	// Take turns with the org's secret writes (Postgres; SQLite has one
+	// writer): a spec and a secret checked concurrently could each fit the
+	// cap and together not.
+	if err := tx.LockOrg(ctx, orgID); err != nil {
+		return "", err
+	}
 	z, err := s.loadEnvSizes(ctx, tx, orgID)
 	if err != nil {
 		return "", err
