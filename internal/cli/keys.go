@@ -39,7 +39,7 @@ func (f *storeFlags) open(ctx context.Context, g *Globals, needKey bool) (store.
 	if !needKey {
 		return st, nil, nil
 	}
-	key, err := masterKey(f.keyFile, filepath.Join(g.DataDir, "master.key"), false)
+	key, err := masterKey(f.keyFile, filepath.Join(g.DataDir, "master.key"), "", false)
 	if err != nil {
 		st.Close()
 		return nil, nil, err

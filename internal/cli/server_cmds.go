@@ -17,6 +17,7 @@ import (
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/crypto"
 	"github.com/orgplane/orgplane/internal/provision/docker"
+	"github.com/orgplane/orgplane/internal/provision/process"
 	"github.com/orgplane/orgplane/internal/server"
 	"github.com/orgplane/orgplane/internal/store"
 )
@@ -34,7 +35,11 @@ func newLogger(g *Globals, level string) (*slog.Logger, error) {
 
 // masterKey resolves the master key: the flag's file wins over
 // ORGPLANE_MASTER_KEY, which wins over the data dir's file (up only).
-func masterKey(flagFile, dataDirFile string, generate bool) ([]byte, error) {
+// With generate, a missing data dir file is created, but only beside no
+// database: a new key cannot open a store sealed under the lost one, and
+// writing it would replace the evidence of what is missing with a key that
+// "does not open this store".
+func masterKey(flagFile, dataDirFile, dbFile string, generate bool) ([]byte, error) {
 	if flagFile != "" {
 		return crypto.LoadMasterKeyFile(flagFile)
 	}
@@ -50,6 +55,9 @@ func masterKey(flagFile, dataDirFile string, generate bool) ([]byte, error) {
 	}
 	k, err := crypto.LoadMasterKeyFile(dataDirFile)
 	if errors.Is(err, os.ErrNotExist) && generate {
+		if _, statErr := os.Stat(dbFile); statErr == nil || !errors.Is(statErr, os.ErrNotExist) {
+			return nil, fmt.Errorf("master key %s is missing but the database %s exists: restore the key file (or pass --master-key-file, or set ORGPLANE_MASTER_KEY); a new key could not open the secrets, so none was written", dataDirFile, dbFile)
+		}
 		if k, err = crypto.GenerateMasterKey(); err != nil {
 			return nil, err
 		}
@@ -67,7 +75,14 @@ type runtimeFlags struct {
 	docker        string
 	dockerNetwork string
 	stopGrace     time.Duration
+	boxUIDs       string
+	boxDir        string
 }
+
+// DefaultBoxDir holds isolated process boxes' working directories: outside
+// any data dir, and one place per machine, so that the uid claims of all
+// the control planes on it meet.
+const DefaultBoxDir = "/var/lib/orgplane-boxes"
 
 func envDuration(name string, def time.Duration) time.Duration {
 	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
@@ -94,6 +109,9 @@ func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.DurationVar(&r.rt.SupervisionLease, "supervision-lease", envDuration("ORGPLANE_SUPERVISION_LEASE", 15*time.Second), "a box whose supervising replica stops renewing this lease is taken over by a replica that can see it (env ORGPLANE_SUPERVISION_LEASE)")
 	f.DurationVar(&r.rt.PlatformMaxBackoff, "platform-max-backoff", envDuration("ORGPLANE_PLATFORM_MAX_BACKOFF", 30*time.Second), "cap of the backoff between attempts to bring a dead platform box back; they never stop (env ORGPLANE_PLATFORM_MAX_BACKOFF)")
 	f.DurationVar(&r.stopGrace, "stop-grace", envDuration("ORGPLANE_STOP_GRACE", 5*time.Second), "time between SIGTERM and SIGKILL when a box is stopped (env ORGPLANE_STOP_GRACE)")
+	f.IntVar(&r.rt.MaxBoxEnvBytes, "max-box-env-bytes", envInt("ORGPLANE_MAX_BOX_ENV_BYTES", core.DefaultMaxBoxEnvBytes), "cap on a box's env plus command line, as exec counts them; writes that would pass it are refused (env ORGPLANE_MAX_BOX_ENV_BYTES)")
+	f.StringVar(&r.boxUIDs, "box-uid-range", envOr("ORGPLANE_BOX_UID_RANGE", process.DefaultUIDRange.String()), "as root, each process box runs as its own user from this range FIRST-LAST, or off (env ORGPLANE_BOX_UID_RANGE)")
+	f.StringVar(&r.boxDir, "box-dir", envOr("ORGPLANE_BOX_DIR", DefaultBoxDir), "as root, where isolated process boxes get their working directories (env ORGPLANE_BOX_DIR)")
 	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
 	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
 }
@@ -124,7 +142,16 @@ func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) 
 	// A stop waits out the grace period before SIGKILL; its deadline
 	// leaves room for that and for the runtime's own answer.
 	r.rt.StopTimeout = r.stopGrace + r.rt.ProvisionerCallTimeout
+	if r.rt.MaxBoxEnvBytes < 2*core.MaxSecretValue || r.rt.MaxBoxEnvBytes > core.MaxMaxBoxEnvBytes {
+		return fmt.Errorf("--max-box-env-bytes %d: must be between %d and %d (the kernel refuses an exec over about 2 MiB)",
+			r.rt.MaxBoxEnvBytes, 2*core.MaxSecretValue, core.MaxMaxBoxEnvBytes)
+	}
 	cfg.Runtime, cfg.StopGrace, cfg.DockerNetwork = r.rt, r.stopGrace, r.dockerNetwork
+	uids, err := process.ParseUIDRange(r.boxUIDs)
+	if err != nil {
+		return fmt.Errorf("--box-uid-range: %w", err)
+	}
+	cfg.BoxUIDs, cfg.BoxDir = uids, r.boxDir
 	switch r.docker {
 	case "on", "true":
 		cfg.Docker = true
@@ -157,12 +184,18 @@ printed once. Later runs reuse all of it.`,
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return fmt.Errorf("create data dir: %w", err)
 			}
-			key, err := masterKey(keyFile, filepath.Join(dir, "master.key"), true)
+			// It holds the store, the master key and the tokens: only
+			// orgplane's user may enter it, whatever mode it had.
+			if err := os.Chmod(dir, 0o700); err != nil {
+				return fmt.Errorf("restrict data dir: %w", err)
+			}
+			dbFile := filepath.Join(dir, "orgplane.db")
+			key, err := masterKey(keyFile, filepath.Join(dir, "master.key"), dbFile, true)
 			if err != nil {
 				return err
 			}
 			cfg := server.Config{
-				DBURL: "sqlite:" + filepath.Join(dir, "orgplane.db"), Addr: addr, MasterKey: key,
+				DBURL: "sqlite:" + dbFile, Addr: addr, MasterKey: key,
 				DataDir: dir, AdvertiseURL: advertise, Logger: log,
 			}
 			if err := rf.apply(cmd.Context(), &cfg, false); err != nil {
@@ -234,7 +267,7 @@ func newServeCmd(g *Globals) *cobra.Command {
 			if db == "" {
 				return errors.New("--db is required (sqlite:PATH or postgres://...; env ORGPLANE_DB)")
 			}
-			key, err := masterKey(keyFile, "", false)
+			key, err := masterKey(keyFile, "", "", false)
 			if err != nil {
 				return err
 			}

@@ -125,9 +125,14 @@ func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token st
 			return sp, fmt.Errorf("decode spec: %w", err)
 		}
 		maps.Copy(sp.Env, ds.Env)
-		sp.Image, sp.Command = ds.Image, ds.Command
+		sp.Image, sp.Command, sp.User = ds.Image, ds.Command, ds.User
 	default:
 		return sp, fmt.Errorf("runtime %s has no boxes", w.Runtime)
+	}
+	for k := range sp.Env {
+		if _, secret := env[k]; !secret {
+			sp.PublicKeys = append(sp.PublicKeys, k) // the spec's own, not masked in output
+		}
 	}
 	maps.Copy(sp.Env, env)
 	sp.Env[EnvURL] = s.cfg.AdvertiseURL

@@ -146,8 +146,15 @@ func (s *Service) writeSecret(ctx context.Context, workspaceID, key string, valu
 		if err := ValidateSecretKey(key); err != nil {
 			return err
 		}
-		if value != nil && len(*value) > MaxSecretValue {
-			return Invalid("value_too_large", "value is %d bytes; at most %d", len(*value), MaxSecretValue)
+		if value != nil {
+			if err := ValidateSecretValue(*value); err != nil {
+				return err
+			}
+		}
+		// A dry run answers what the write would: a write no box could be
+		// started with is refused in both.
+		if err := s.checkSecretEnvSize(ctx, tx, p.OrgID, workspaceID, key, value); err != nil {
+			return err
 		}
 		old, err := tx.GetSecret(ctx, p.OrgID, workspaceID, key)
 		exists := err == nil
@@ -206,6 +213,21 @@ func (s *Service) writeSecret(ctx context.Context, workspaceID, key string, valu
 		s.afterPlan(out.Decisions)
 	}
 	return out, nil
+}
+
+// ValidateSecretValue checks a secret value: what a box's env can hold.
+func ValidateSecretValue(v string) error { return validateValue("value", v) }
+
+func validateValue(what, v string) error {
+	if len(v) > MaxSecretValue {
+		return Invalid("value_too_large", "%s is %d bytes; at most %d", what, len(v), MaxSecretValue)
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		// exec would end the variable at the NUL (or refuse it): every
+		// start of every box that gets it would fail.
+		return Invalid("invalid_value", "%s contains a NUL byte, which no environment variable can hold", what)
+	}
+	return nil
 }
 
 // SecretValues returns the effective env of a workspace; only that

@@ -82,6 +82,10 @@ type RuntimeConfig struct {
 	// the replica stops renewing it (it renews every third of it); then a
 	// replica that can see the box takes it over (default 15s).
 	SupervisionLease time.Duration
+	// MaxBoxEnvBytes caps a box's env plus command line, as exec counts
+	// them (default DefaultMaxBoxEnvBytes): a secret write or spec after
+	// which a box could not be started is refused.
+	MaxBoxEnvBytes int
 }
 
 func (c *RuntimeConfig) defaults() {
@@ -115,6 +119,7 @@ func (c *RuntimeConfig) defaults() {
 	defInt(&c.MaxConcurrentRestarts, 4)
 	defInt(&c.MaxConcurrentRestartsPerOrg, 4)
 	defInt(&c.LoopMax, 3)
+	defInt(&c.MaxBoxEnvBytes, DefaultMaxBoxEnvBytes)
 }
 
 // Service is the service layer.
@@ -188,11 +193,16 @@ func (s *Service) Events() *Bus { return s.events }
 // Metrics returns the service's metrics.
 func (s *Service) Metrics() *Metrics { return s.metrics }
 
-// Ready reports whether the store answers.
+// Ready reports whether the store answers and takes writes. A store that
+// answers reads but refuses every write (a full disk, a read-only file
+// system) is not ready: nearly every call the API serves writes.
 func (s *Service) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return s.store.Ping(ctx)
+	if err := s.store.Ping(ctx); err != nil {
+		return err
+	}
+	return s.store.ProbeWrite(ctx, s.clock.Now())
 }
 
 func principal(ctx context.Context) (auth.Principal, error) {

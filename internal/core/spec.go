@@ -2,9 +2,14 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strings"
+	"time"
+
+	"github.com/orgplane/orgplane/internal/store"
 )
 
 // Runtimes a workspace may name.
@@ -24,10 +29,13 @@ type ProcessSpec struct {
 
 // DockerSpec is the spec of a docker workspace.
 type DockerSpec struct {
-	Image             string            `json:"image"`
-	Command           []string          `json:"command,omitempty"`
-	Env               map[string]string `json:"env,omitempty"`
-	ReadyAfterSeconds *float64          `json:"ready_after_seconds,omitempty"`
+	Image   string            `json:"image"`
+	Command []string          `json:"command,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	// User runs the container as "uid[:gid]" or "name[:group]"; empty: the
+	// provisioner's default, an unprivileged user (never the image's root).
+	User              string   `json:"user,omitempty"`
+	ReadyAfterSeconds *float64 `json:"ready_after_seconds,omitempty"`
 }
 
 // ExternalSpec is the (empty) spec of an external workspace.
@@ -69,20 +77,20 @@ func normalizeSpec(runtime string, spec json.RawMessage) (string, error) {
 	}
 	switch sp := v.(type) {
 	case *ProcessSpec:
-		if err := checkSpecEnv(sp.Env); err != nil {
+		if err := checkBoxSpec(sp.Command, sp.Env, sp.ReadyAfterSeconds); err != nil {
 			return "", err
-		}
-		if sp.ReadyAfterSeconds != nil && (*sp.ReadyAfterSeconds < 0 || *sp.ReadyAfterSeconds > 3600) {
-			return "", Invalid("invalid_spec", "spec.ready_after_seconds must be between 0 and 3600")
-		}
-		if len(sp.Command) > 0 && sp.Command[0] == "" {
-			return "", Invalid("invalid_spec", "spec.command[0] must name a program")
 		}
 	case *DockerSpec:
 		if sp.Image == "" {
 			return "", Invalid("invalid_spec", "spec.image is required for runtime docker")
 		}
-		if err := checkSpecEnv(sp.Env); err != nil {
+		if strings.IndexByte(sp.Image, 0) >= 0 || strings.TrimSpace(sp.Image) != sp.Image || len(sp.Image) > 1024 {
+			return "", Invalid("invalid_spec", "spec.image must be an image reference (no NUL, no surrounding spaces, at most 1024 bytes)")
+		}
+		if sp.User != "" && !dockerUserRE.MatchString(sp.User) {
+			return "", Invalid("invalid_spec", "spec.user must be uid[:gid] or name[:group]")
+		}
+		if err := checkBoxSpec(sp.Command, sp.Env, sp.ReadyAfterSeconds); err != nil {
 			return "", err
 		}
 	}
@@ -93,13 +101,83 @@ func normalizeSpec(runtime string, spec json.RawMessage) (string, error) {
 	return string(out), nil
 }
 
-func checkSpecEnv(env map[string]string) error {
-	for k := range env {
+var dockerUserRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$`)
+
+// maxReadyAfter bounds ready_after_seconds whatever the provision timeout.
+const maxReadyAfter = 3600
+
+// checkBoxSpec holds the rules the process and docker specs share: what a
+// box can be started with. A NUL cannot be in an argument or an env value
+// (exec would cut it, or refuse it), so it is refused here rather than
+// failing every start of the box.
+func checkBoxSpec(command []string, env map[string]string, readyAfter *float64) error {
+	if len(command) > 0 && command[0] == "" {
+		return Invalid("invalid_spec", "spec.command[0] must name a program")
+	}
+	for i, a := range command {
+		if strings.IndexByte(a, 0) >= 0 {
+			return Invalid("invalid_value", "spec.command[%d] contains a NUL byte, which no program argument can hold", i)
+		}
+		if len(a) > MaxSecretValue {
+			return Invalid("value_too_large", "spec.command[%d] is %d bytes; at most %d", i, len(a), MaxSecretValue)
+		}
+	}
+	for k, v := range env {
 		if err := ValidateSecretKey(k); err != nil {
 			return Invalid("invalid_spec", "spec.env: %s", err.Error())
 		}
+		if err := validateValue("spec.env."+k, v); err != nil {
+			return err
+		}
+	}
+	if readyAfter != nil && !(*readyAfter >= 0 && *readyAfter <= maxReadyAfter) { // NaN too
+		return Invalid("invalid_spec", "spec.ready_after_seconds must be between 0 and %d", maxReadyAfter)
 	}
 	return nil
+}
+
+// checkSpec is normalizeSpec plus the rules that depend on this control
+// plane and the org: the runtime must be enabled here (when creating), a
+// box must be able to become healthy before the provision timeout, and its
+// env and command must fit the exec cap. wsID is "" for a workspace being
+// created. It returns the canonical spec.
+func (s *Service) checkSpec(ctx context.Context, tx store.Store, orgID, wsID, runtime string, raw json.RawMessage, creating bool) (string, error) {
+	spec, err := normalizeSpec(runtime, raw)
+	if err != nil {
+		return "", err
+	}
+	if runtime == RuntimeExternal {
+		return spec, nil
+	}
+	if creating && s.provs[runtime] == nil {
+		return "", Refused("runtime_unavailable", "runtime %q is not enabled on this control plane", runtime)
+	}
+	var ra struct {
+		ReadyAfterSeconds *float64 `json:"ready_after_seconds"`
+	}
+	_ = json.Unmarshal([]byte(spec), &ra)
+	if ra.ReadyAfterSeconds != nil && time.Duration(*ra.ReadyAfterSeconds*float64(time.Second)) >= s.cfg.ProvisionTimeout {
+		return "", Invalid("invalid_spec", "spec.ready_after_seconds (%gs) must be below the provision timeout (%s): a box is healthy only after it, and failed at the timeout",
+			*ra.ReadyAfterSeconds, s.cfg.ProvisionTimeout)
+	}
+	// Take turns with the org's secret writes (Postgres; SQLite has one
+	// writer): a spec and a secret checked concurrently could each fit the
+	// cap and together not.
+	if err := tx.LockOrg(ctx, orgID); err != nil {
+		return "", err
+	}
+	z, err := s.loadEnvSizes(ctx, tx, orgID)
+	if err != nil {
+		return "", err
+	}
+	id := wsID
+	if id == "" {
+		id = "(new workspace)"
+	}
+	if err := s.checkEnvSizes(z, []store.Workspace{{ID: id, Runtime: runtime, Spec: spec}}); err != nil {
+		return "", err
+	}
+	return spec, nil
 }
 
 func specErr(err error) string {

@@ -165,7 +165,7 @@ func (s *Service) CreateWorkspace(ctx context.Context, in CreateWorkspaceInput) 
 		if in.Runtime == "" {
 			in.Runtime = RuntimeProcess
 		}
-		spec, err := normalizeSpec(in.Runtime, in.Spec)
+		spec, err := s.checkSpec(ctx, tx, p.OrgID, "", in.Runtime, in.Spec, true)
 		if err != nil {
 			return err
 		}
@@ -270,7 +270,7 @@ func (s *Service) UpdateWorkspace(ctx context.Context, id string, in PatchWorksp
 			ev.Detail["parent_id"] = w.ParentID
 		}
 		if in.Spec != nil {
-			spec, err := normalizeSpec(w.Runtime, in.Spec)
+			spec, err := s.checkSpec(ctx, tx, p.OrgID, w.ID, w.Runtime, in.Spec, false)
 			if err != nil {
 				return err
 			}

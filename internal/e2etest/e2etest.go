@@ -42,6 +42,12 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		// As root, process boxes run as their own users, and the reference
+		// agent is this binary: they must be able to execute it.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			buildErr = err
+			return
+		}
 		binPath = filepath.Join(dir, "orgplane")
 		cmd := exec.Command("go", "build", "-o", binPath, "github.com/orgplane/orgplane/cmd/orgplane")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -174,9 +180,10 @@ func CLI(t testing.TB, dir string, env []string, args ...string) (string, string
 // CLIStdin is CLI with stdin.
 func CLIStdin(t testing.TB, dir string, env []string, stdin string, args ...string) (string, string, int) {
 	t.Helper()
+	bin := Binary(t) // built before the clock starts: a build on a busy machine is slow
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, Binary(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)

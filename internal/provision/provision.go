@@ -9,6 +9,7 @@ package provision
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -35,9 +36,16 @@ type Spec struct {
 	Command []string
 	// Image for docker.
 	Image string
+	// User for docker: "uid[:gid]" or "name[:group]"; empty: the backend's
+	// unprivileged default, never the image's (often root) user.
+	User string
 	// Env is the complete environment of the box (effective env plus the
 	// ORGPLANE_* variables). Values are secret: never log them.
 	Env map[string]string
+	// PublicKeys name the variables of Env that are not secret (the spec's
+	// own env, which no secret overrides): their values are not masked in
+	// the box's output ("info" of LOG_LEVEL=info would shred every line).
+	PublicKeys []string
 }
 
 // Handle identifies a started box. It is persisted (as JSON) so that a
@@ -52,6 +60,25 @@ type Handle struct {
 	// Node is where the box runs, for backends whose boxes only some hosts
 	// can see (see Noder); empty: wherever this runtime is reachable.
 	Node string `json:"node,omitempty"`
+	// UID and Dir: an isolated process box's own user (and group) id and
+	// working directory, released when it is stopped, after an adoption too.
+	UID uint32 `json:"uid,omitempty"`
+	Dir string `json:"dir,omitempty"`
+	// PublicKeys are Spec.PublicKeys, so that an adopted box's output is
+	// masked as its starter's was.
+	PublicKeys []string `json:"public_keys,omitempty"`
+}
+
+// MaskedEnv returns the values of env to mask in a box's output: all but
+// the public ones (the spec's, and the contract's ids).
+func MaskedEnv(env map[string]string, publicKeys []string) map[string]string {
+	out := make(map[string]string, len(env))
+	for k, v := range env {
+		if !slices.Contains(publicKeys, k) {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // State is what Inspect reports.

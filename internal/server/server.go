@@ -44,7 +44,10 @@ type Config struct {
 	DockerLabels  map[string]string
 	// StopGrace is how long a box gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
-	Logger    *slog.Logger
+	// BoxUIDs and BoxDir isolate process boxes (see process.Config).
+	BoxUIDs process.UIDRange
+	BoxDir  string
+	Logger  *slog.Logger
 	// Bootstrap runs once the service has started and before the API
 	// answers: /readyz is 200 only when it has finished.
 	Bootstrap func(ctx context.Context, svc *core.Service) error
@@ -108,7 +111,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if dataDir == "" {
 		dataDir = "orgplane-data"
 	}
-	proc, err := process.New(process.Config{LogDir: filepath.Join(dataDir, "logs"), StopGrace: cfg.StopGrace, Logger: log})
+	proc, err := process.New(process.Config{LogDir: filepath.Join(dataDir, "logs"), StopGrace: cfg.StopGrace, Logger: log,
+		BoxUIDs: cfg.BoxUIDs, BoxDir: cfg.BoxDir, Programs: rt.AgentCommand[:1]})
 	if err != nil {
 		return nil, err
 	}

@@ -102,9 +102,13 @@ type Secret struct {
 	KeyID       string // data key that encrypted Ciphertext
 	Ciphertext  []byte
 	ValueMAC    string // keyed hash of (key, value): compares values without decrypting
-	Version     int64
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// CiphertextLen is len(Ciphertext), filled in by ListSecretMACs (which
+	// leaves the ciphertext out): the value's length follows from it
+	// without decrypting.
+	CiphertextLen int
+	Version       int64
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // Scope reports the secret's scope.

@@ -482,7 +482,7 @@ func (s *sqlStore) CountSecretsByKeyID(ctx context.Context, keyID string) (int64
 }
 
 func (s *sqlStore) ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT org_id, workspace_id, key, key_id, value_mac, version, created_at, updated_at
+	rows, err := s.r.QueryContext(ctx, `SELECT org_id, workspace_id, key, key_id, value_mac, length(ciphertext), version, created_at, updated_at
 		FROM secrets WHERE org_id = $1 ORDER BY workspace_id, key`, orgID)
 	if err != nil {
 		return nil, fmt.Errorf("list secret macs: %w", mapErr(err))
@@ -492,7 +492,7 @@ func (s *sqlStore) ListSecretMACs(ctx context.Context, orgID string) ([]Secret, 
 	for rows.Next() {
 		var x Secret
 		var created, updated int64
-		if err := rows.Scan(&x.OrgID, &x.WorkspaceID, &x.Key, &x.KeyID, &x.ValueMAC, &x.Version, &created, &updated); err != nil {
+		if err := rows.Scan(&x.OrgID, &x.WorkspaceID, &x.Key, &x.KeyID, &x.ValueMAC, &x.CiphertextLen, &x.Version, &created, &updated); err != nil {
 			return nil, fmt.Errorf("list secret macs: %w", mapErr(err))
 		}
 		x.CreatedAt, x.UpdatedAt = fromMicros(created), fromMicros(updated)

@@ -72,6 +72,17 @@ func (s *sqlStore) Ping(ctx context.Context) error {
 // serialization failure runs again before InTx answers ErrConflict.
 const txAttempts = 4
 
+func (s *sqlStore) ProbeWrite(ctx context.Context, at time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE readiness_probe SET probed_at = $1 WHERE id = 1`, toMicros(at))
+	if err != nil {
+		return fmt.Errorf("probe store write: %w", mapErr(err))
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("probe store write: %w: the probe row is missing", ErrUnavailable)
+	}
+	return nil
+}
+
 func (s *sqlStore) InTx(ctx context.Context, fn func(Store) error) error {
 	if s.inTx {
 		return fn(s) // nested: join the outer transaction

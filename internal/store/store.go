@@ -34,6 +34,10 @@ type Store interface {
 	// (assign what it computes, never append to the caller's state).
 	InTx(ctx context.Context, fn func(Store) error) error
 	Ping(ctx context.Context) error
+	// ProbeWrite makes one real, committed write (a one-row table): a store
+	// that answers reads but cannot write (a full disk, a read-only file
+	// system) fails it. It is the readiness probe's.
+	ProbeWrite(ctx context.Context, at time.Time) error
 	Close() error
 	// Dialect is "sqlite" or "postgres".
 	Dialect() string

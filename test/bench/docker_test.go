@@ -30,7 +30,9 @@ func BenchmarkDockerBox(b *testing.B) {
 	d, err := docker.New(docker.Config{Client: c, NetworkMode: "host", Init: true, StopGrace: 5 * time.Second,
 		Labels: map[string]string{provisiontest.TestLabel: label}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(b, err)
-	e := testenv.New(b, testenv.Options{Runtime: core.RuntimeConfig{PollInterval: 50 * time.Millisecond},
+	// Healthy by heartbeat only: a ready_after far beyond any heartbeat,
+	// which must stay below the provision timeout.
+	e := testenv.New(b, testenv.Options{Runtime: core.RuntimeConfig{PollInterval: 50 * time.Millisecond, ProvisionTimeout: 15 * time.Minute},
 		Provisioners: map[string]provision.Provisioner{provision.RuntimeDocker: d}})
 	ctx := context.Background()
 	var created []string

@@ -238,9 +238,15 @@ func testDockerFailures(t *testing.T, e *dockerEnv) {
 			reason: []string{"exited with code 1", "unknown command"}},
 		{name: "image-missing", spec: map[string]any{"image": "orgplane-e2e/missing:0"},
 			reason: []string{"no such image"}},
-		{name: "never-healthy", spec: map[string]any{"image": e.image, "command": []string{"/box", "agent"}, "ready_after_seconds": 60},
-			reason: []string{"not healthy within 3s"}},
 	}
+	// A box that could only become healthy by heartbeat (a ready_after the
+	// provision timeout cuts short) is refused up front: with a command,
+	// orgplane cannot tell that it heartbeats, and a plain box would be
+	// guaranteed to fail.
+	_, err := e.admin.CreateWorkspace(bg, client.CreateWorkspace{Name: "never-healthy", Runtime: "docker",
+		Spec: spec(t, map[string]any{"image": e.image, "command": []string{"/box", "agent"}, "ready_after_seconds": 60})})
+	require.Equal(t, http.StatusBadRequest, apiStatus(err), "%v", err)
+	require.Contains(t, err.Error(), "provision timeout")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

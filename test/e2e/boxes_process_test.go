@@ -364,8 +364,10 @@ func TestProcessFailurePaths(t *testing.T) {
 		runtime string
 		spec    map[string]any
 		reason  []string // substrings of last_error
+		// unreachable: on a server whose boxes cannot heartbeat
+		unreachable bool
 	}{
-		{name: "exits-with-code", spec: map[string]any{"command": []string{"/bin/sh", "-c", "echo failing-box-said-this >&2; exit 3"}, "ready_after_seconds": 5},
+		{name: "exits-with-code", spec: map[string]any{"command": []string{"/bin/sh", "-c", "echo failing-box-said-this >&2; exit 3"}, "ready_after_seconds": 1.5},
 			reason: []string{"exited with code 3", "failing-box-said-this"}},
 		{name: "exits-zero-before-ready", spec: map[string]any{"command": []string{"/bin/true"}, "ready_after_seconds": 1},
 			reason: []string{"exited with code 0"}},
@@ -373,15 +375,24 @@ func TestProcessFailurePaths(t *testing.T) {
 			reason: []string{"killed by signal SIGKILL"}},
 		{name: "command-not-found", spec: map[string]any{"command": []string{"/nonexistent/e2e-box"}},
 			reason: []string{"start box", "no such file or directory"}},
-		{name: "never-healthy", spec: map[string]any{"command": []string{"/bin/sleep", "1000"}, "ready_after_seconds": 10},
-			reason: []string{"not healthy within 2s"}},
-		{name: "runtime-not-enabled", runtime: "docker", spec: map[string]any{"image": "orgplane-e2e/none:0"},
-			reason: []string{"runtime docker is not enabled"}},
+		// An agent box (no command) whose heartbeats never get through: the
+		// server tells boxes a URL under which no API answers. (A plain box
+		// can no longer ask for a ready_after the timeout cuts short.)
+		{name: "never-healthy", spec: map[string]any{}, unreachable: true,
+			reason: []string{"not healthy within 2s", "no heartbeat"}},
 	}
+	// A runtime that is not enabled is refused up front, not left to fail.
+	_, err := s.admin.CreateWorkspace(bg, client.CreateWorkspace{Name: "runtime-not-enabled", Runtime: "docker", Spec: spec(t, map[string]any{"image": "orgplane-e2e/none:0"})})
+	require.Equal(t, http.StatusUnprocessableEntity, apiStatus(err), "%v", err)
+	require.Contains(t, err.Error(), "runtime_unavailable")
+	unreachable := startUnreachable(t, "--docker", "off", "--provision-timeout", "2s", "--max-provision-retries", "1")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := s.with(t)
+			if tc.unreachable {
+				s = unreachable.with(t)
+			}
 			w := s.create(client.CreateWorkspace{Name: tc.name, Runtime: tc.runtime, Spec: spec(t, tc.spec)})
 			w = s.waitGaveUp(w.ID, 30*time.Second)
 			for _, r := range tc.reason {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,6 +47,25 @@ func startServer(t *testing.T, flags ...string) *server {
 	// Registered before the server's own cleanup (e2etest.Start's Stop), so
 	// it runs after it: a live control plane would re-provision what we kill.
 	t.Cleanup(s.removeBoxes)
+	s.start()
+	return s
+}
+
+// startUnreachable is startServer with boxes told a control-plane URL
+// under which no API answers (404): agent boxes never get a heartbeat
+// through, so they are never healthy.
+func startUnreachable(t *testing.T, flags ...string) *server {
+	t.Helper()
+	s := &server{t: t, dir: t.TempDir(), addr: e2etest.FreeAddr(t)}
+	s.url = "http://" + s.addr
+	boxURL := s.url + "/nowhere"
+	s.flags = append(slices.Clone(flags), "--advertise-url", boxURL)
+	registerURL(s.url)
+	registerURL(boxURL)
+	t.Cleanup(func() {
+		s.removeBoxes()
+		e2etest.KillAllBoxesUnder(boxURL)
+	})
 	s.start()
 	return s
 }

@@ -59,3 +59,32 @@ func TestServeRefusesABadMasterKey(t *testing.T) {
 		})
 	}
 }
+
+// TestUpRefusesAMissingKeyBesideADatabase: `up` generates a master key only
+// for a new data dir. When master.key is gone but the database is there, it
+// says the key is missing and writes nothing (a fresh key would only fail
+// later with "does not open this store", and hide what was lost).
+func TestUpRefusesAMissingKeyBesideADatabase(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key, err := crypto.GenerateMasterKey()
+	require.NoError(t, err)
+	db := filepath.Join(dir, "orgplane.db")
+	_, stderr, code := e2etest.CLI(t, dir, []string{"ORGPLANE_MASTER_KEY=" + crypto.EncodeMasterKey(key)},
+		"keys", "rotate", "--db", "sqlite:"+db, "--settle", "1ms")
+	require.Equal(t, 0, code, stderr)
+	before, err := os.ReadDir(dir)
+	require.NoError(t, err)
+
+	stdout, stderr, code := e2etest.CLI(t, dir, []string{"ORGPLANE_MASTER_KEY=", "ORGPLANE_MASTER_KEY_FILE="},
+		"up", "--data-dir", dir, "--addr", e2etest.FreeAddr(t), "--docker", "off")
+	require.NotEqual(t, 0, code, "up started without its key: %s", stdout)
+	require.Contains(t, stderr, "master.key is missing")
+	require.Contains(t, stderr, "restore the key file")
+	require.NotContains(t, stderr, "does not open this store")
+	_, err = os.Stat(filepath.Join(dir, "master.key"))
+	require.ErrorIs(t, err, os.ErrNotExist, "no key was written")
+	after, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Equal(t, len(before), len(after), "nothing was written to the data dir")
+}

@@ -149,6 +149,7 @@ type plane struct {
 	t          *testing.T
 	dir        string
 	addr, url  string
+	boxURL     string // ORGPLANE_URL of its boxes: url unless advertised elsewhere
 	args       []string
 	env        []string
 	proc       *e2etest.Proc
@@ -163,6 +164,7 @@ func newPlane(t *testing.T) *plane {
 	p := &plane{t: t, dir: t.TempDir()}
 	p.addr = e2etest.FreeAddr(t)
 	p.url = "http://" + p.addr
+	p.boxURL = p.url
 	registerURL(p.url)
 	// Registered before e2etest.Start's own cleanup, so it runs after it: a
 	// live control plane would re-provision what is killed.
@@ -170,8 +172,23 @@ func newPlane(t *testing.T) *plane {
 		if p.proc != nil {
 			p.proc.Stop()
 		}
-		e2etest.KillAllBoxesUnder(p.url)
+		e2etest.KillAllBoxesUnder(p.boxURL)
 	})
+	return p
+}
+
+// upUnreachable is up with boxes told a control-plane URL under which no
+// API answers (404): agent boxes never get a heartbeat through, so they are
+// never healthy, while plain boxes are, once alive for their ready_after.
+func upUnreachable(t *testing.T, flags ...string) *plane {
+	t.Helper()
+	p := newPlane(t)
+	p.boxURL = p.url + "/nowhere"
+	registerURL(p.boxURL)
+	p.args = append([]string{"up", "--addr", p.addr, "--docker", "off", "--advertise-url", p.boxURL}, flags...)
+	p.start()
+	p.admin = client.New(p.url, e2etest.AdminToken(t, p.dir))
+	p.whoami()
 	return p
 }
 

@@ -27,28 +27,46 @@ func TestProvisionFailsAfterSecretChange(t *testing.T) {
 		next  map[string]any
 		cause string // of the box.failed entries
 		err   string // in last_error
+		// unreachable: boxes cannot heartbeat (see upUnreachable).
+		unreachable bool
 	}{{
 		name:  "new box exits at once",
 		next:  map[string]any{"command": []string{"/bin/sh", "-c", "echo cannot start; exit 7"}, "ready_after_seconds": 2},
 		cause: "exited_during_provision",
 		err:   "exited with code 7",
 	}, {
-		name:  "new box never healthy",
-		flags: []string{"--provision-timeout", "2s", "--stop-grace", "1s"},
-		next:  map[string]any{"command": []string{"/bin/sleep", "1000"}, "ready_after_seconds": 60},
-		cause: "provision_timeout",
-		err:   "was not healthy within 2s",
+		// An agent box (no command) whose heartbeats never get through: a
+		// plain box may no longer ask for a ready_after the provision
+		// timeout would cut short (refused as invalid_spec).
+		name:        "new box never healthy",
+		flags:       []string{"--provision-timeout", "2s", "--stop-grace", "1s"},
+		unreachable: true,
+		next:        map[string]any{},
+		cause:       "provision_timeout",
+		err:         "was not healthy within 2s",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := up(t, tc.flags...)
+			start := up
+			if tc.unreachable {
+				start = upUnreachable
+			}
+			p := start(t, tc.flags...)
+			if tc.unreachable {
+				// Its platform box (an agent) cannot heartbeat either: let it
+				// fail first (it is then left alone: never terminated on
+				// orgplane's own), so that its failure does not count below.
+				p.waitWS(p.platformID, 60*time.Second, "platform failed", func(w client.Workspace) bool {
+					return w.Status == "failed"
+				})
+			}
 			// The old box: a plain process, healthy once alive 0.5s.
 			w, err := p.admin.CreateWorkspace(bg, client.CreateWorkspace{Name: "svc",
 				Spec: mustJSON(t, map[string]any{"command": []string{"/bin/sleep", "1000"}, "ready_after_seconds": 0.5})})
 			require.NoError(t, err)
 			id := w.ID
 			p.waitWS(id, 30*time.Second, "running", func(w client.Workspace) bool { return w.Status == "running" })
-			old := oneBox(t, p.url, id)
+			old := oneBox(t, p.boxURL, id)
 			_, err = p.admin.PatchWorkspace(bg, id, client.PatchWorkspace{Spec: mustJSON(t, tc.next)})
 			require.NoError(t, err)
 			require.EqualValues(t, 1, p.get(id).Generation, "a spec change alone restarts nothing")
@@ -91,7 +109,7 @@ func TestProvisionFailsAfterSecretChange(t *testing.T) {
 			// Never running with the old env: the old process is gone, and
 			// so is every box of the attempts.
 			require.False(t, e2etest.ProcessAlive(old.pid), "the old box still runs")
-			require.Empty(t, scanBoxes(p.url)[id], "a box of the workspace still runs")
+			require.Empty(t, scanBoxes(p.boxURL)[id], "a box of the workspace still runs")
 
 			// Loud: audit entries and metrics.
 			audit := p.audit(id)

@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -40,10 +41,17 @@ const (
 	LabelOrg        = "orgplane.org"
 	LabelWorkspace  = "orgplane.workspace"
 	LabelGeneration = "orgplane.generation"
+	// LabelPublicEnv names the env variables that are not secret (comma
+	// separated): their values are not masked in the box's output.
+	LabelPublicEnv = "orgplane.public-env"
 )
 
 // DefaultStopGrace is the default Config.StopGrace.
 const DefaultStopGrace = 5 * time.Second
+
+// DefaultUser runs a box that names no user: nobody:nogroup, whatever the
+// image says (images often default to root).
+const DefaultUser = "65534:65534"
 
 // Config configures a Provisioner.
 type Config struct {
@@ -99,7 +107,7 @@ func New(cfg Config) (*Provisioner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	for _, k := range []string{LabelManaged, LabelOrg, LabelWorkspace, LabelGeneration} {
+	for _, k := range []string{LabelManaged, LabelOrg, LabelWorkspace, LabelGeneration, LabelPublicEnv} {
 		if _, ok := cfg.Labels[k]; ok {
 			return nil, fmt.Errorf("new docker provisioner: label %s is reserved", k)
 		}
@@ -146,7 +154,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provision.Spec) (provision
 	h, err := p.start(ctx, spec)
 	if err != nil {
 		// Engine messages are not ours; make sure none echoes a value.
-		return provision.Handle{}, redact.Error(fmt.Errorf("start box %s: %w", spec.WorkspaceID, err), spec.Env)
+		return provision.Handle{}, redact.Error(fmt.Errorf("start box %s: %w", spec.WorkspaceID, err), provision.MaskedEnv(spec.Env, spec.PublicKeys))
 	}
 	p.log.Info("box started", "workspace", h.WorkspaceID, "generation", h.Generation, "container", shortID(h.ID))
 	return h, nil
@@ -161,6 +169,9 @@ func (p *Provisioner) start(ctx context.Context, spec provision.Spec) (provision
 	labels[LabelOrg] = spec.OrgID
 	labels[LabelWorkspace] = spec.WorkspaceID
 	labels[LabelGeneration] = strconv.FormatInt(spec.Generation, 10)
+	if len(spec.PublicKeys) > 0 {
+		labels[LabelPublicEnv] = strings.Join(slices.Sorted(slices.Values(spec.PublicKeys)), ",")
+	}
 
 	env := make([]string, 0, len(spec.Env))
 	for k, v := range spec.Env {
@@ -168,10 +179,15 @@ func (p *Provisioner) start(ctx context.Context, spec provision.Spec) (provision
 	}
 	slices.Sort(env)
 
+	user := spec.User
+	if user == "" {
+		user = DefaultUser
+	}
 	cfg := &container.Config{
 		Image:  spec.Image,
 		Env:    env,
 		Labels: labels,
+		User:   user,
 	}
 	if len(spec.Command) > 0 {
 		cfg.Cmd = slices.Clone(spec.Command)
@@ -182,6 +198,9 @@ func (p *Provisioner) start(ctx context.Context, spec provision.Spec) (provision
 		Init:        &useInit,
 		// orgplane decides about restarts (with its rules), not the engine.
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		// Nothing of the host is mounted, the data dir least of all; and
+		// no setuid program takes a box back to root.
+		SecurityOpt: []string{"no-new-privileges"},
 	}
 	name := p.ContainerName(spec.WorkspaceID, spec.Generation)
 	created, err := p.c.ContainerCreate(ctx, client.ContainerCreateOptions{
@@ -503,7 +522,42 @@ func (p *Provisioner) Logs(ctx context.Context, workspaceID string, tail int) ([
 	if _, err := stdcopy.StdCopy(&buf, &buf, rc); err != nil {
 		return nil, fmt.Errorf("read logs of %s: %w", workspaceID, err)
 	}
-	return buf.Bytes(), nil
+	vals, err := p.startedWith(ctx, newest.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read logs of %s: %w", workspaceID, err)
+	}
+	return []byte(redact.Strings(buf.String(), vals)), nil
+}
+
+// startedWith returns the values to mask in a container's output: every
+// value of the env it was started with (its secrets, its token: the
+// container keeps them, so this survives a control-plane restart), but the
+// public contract variables and what its image sets by itself (PATH...).
+func (p *Provisioner) startedWith(ctx context.Context, id string) ([]string, error) {
+	ins, err := p.c.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("inspect container %s: %w", shortID(id), err)
+	}
+	if ins.Container.Config == nil {
+		return nil, nil
+	}
+	fromImage := map[string]bool{}
+	if img, err := p.c.ImageInspect(ctx, ins.Container.Image); err == nil && img.Config != nil {
+		for _, kv := range img.Config.Env {
+			fromImage[kv] = true
+		}
+	}
+	env := map[string]string{}
+	for _, kv := range ins.Container.Config.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && !fromImage[kv] {
+			env[k] = v
+		}
+	}
+	var public []string
+	if l := ins.Container.Config.Labels[LabelPublicEnv]; l != "" {
+		public = strings.Split(l, ",")
+	}
+	return redact.Values(provision.MaskedEnv(env, public)), nil
 }
 
 func shortID(id string) string {

@@ -192,6 +192,50 @@ func TestDocker(t *testing.T) {
 		require.NotContains(t, s.logs.String(), secret)
 	})
 
+	t.Run("UnprivilegedUserAndNoMounts", func(t *testing.T) {
+		t.Parallel()
+		p := s.prov(t, 5*time.Second)
+		ws := "ws-" + provisiontest.RandomID(t)
+		h := s.start(t, p, provision.Spec{WorkspaceID: ws, Generation: 1, Command: []string{"/box", "-user"}})
+		out := waitLog(t, p, ws, "ready")
+		require.Contains(t, out, "uid=65534 gid=65534 groups=65534\n", "nobody, whatever the image says")
+		ins, err := s.c.ContainerInspect(context.Background(), h.ID, client.ContainerInspectOptions{})
+		require.NoError(t, err)
+		require.Equal(t, docker.DefaultUser, ins.Container.Config.User)
+		require.Empty(t, ins.Container.HostConfig.Binds, "nothing of the host, the data dir least of all")
+		require.Empty(t, ins.Container.HostConfig.Mounts)
+		require.Empty(t, ins.Container.Mounts)
+		require.Contains(t, ins.Container.HostConfig.SecurityOpt, "no-new-privileges")
+
+		// The spec may name another user.
+		ws2 := "ws-" + provisiontest.RandomID(t)
+		s.start(t, p, provision.Spec{WorkspaceID: ws2, Generation: 1, User: "1234:5678", Command: []string{"/box", "-user"}})
+		require.Contains(t, waitLog(t, p, ws2, "ready"), "uid=1234 gid=5678")
+	})
+
+	t.Run("LogsMaskWhatTheBoxWasStartedWith", func(t *testing.T) {
+		t.Parallel()
+		p := s.prov(t, 5*time.Second)
+		ws := "ws-" + provisiontest.RandomID(t)
+		const secret, token = "docker-secret-value", "op_workspace_t9_DOCKERTOKEN"
+		s.start(t, p, provision.Spec{WorkspaceID: ws, Generation: 1,
+			Env:        map[string]string{"API_KEY": secret, "ORGPLANE_TOKEN": token, "PIN": "q7", "ORGPLANE_WORKSPACE_ID": ws, "LOG_LEVEL": "info"},
+			PublicKeys: []string{"LOG_LEVEL"},
+			Command:    []string{"/box", "-leak", "API_KEY,ORGPLANE_TOKEN,PIN,ORGPLANE_WORKSPACE_ID,LOG_LEVEL"}})
+		// A new provisioner knows nothing but what the container holds: as
+		// after a control-plane restart.
+		q := s.prov(t, 5*time.Second)
+		out := waitLog(t, q, ws, "ready")
+		require.Contains(t, out, "leak API_KEY=[REDACTED]\n")
+		require.Contains(t, out, "leak ORGPLANE_TOKEN=[REDACTED]\n")
+		require.Contains(t, out, "leak PIN=[REDACTED]\n", "short values too, as whole words")
+		require.Contains(t, out, "leak ORGPLANE_WORKSPACE_ID="+ws+"\n", "ids are not secret")
+		require.Contains(t, out, "leak LOG_LEVEL=info\n", "nor the spec's own env")
+		require.NotContains(t, out, secret)
+		require.NotContains(t, out, "DOCKERTOKEN")
+		require.NotContains(t, out, "PATH=[REDACTED]", "what the image sets is not masked")
+	})
+
 	t.Run("StopSendsSIGTERM", func(t *testing.T) {
 		t.Parallel()
 		p := s.prov(t, 5*time.Second)

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/orgplane/orgplane/internal/redact"
 )
 
 // capLoop keeps every log file in LogDir under the cap, so a chatty box
@@ -86,8 +88,9 @@ func (p *Provisioner) capFile(path string) error {
 }
 
 // Logs returns the last tail lines of the workspace's output (all kept
-// output when tail <= 0), across the rotated and the current file. A
-// workspace that never ran has no output: nil, nil.
+// output when tail <= 0), across the rotated and the current file, with
+// every value its latest boxes were started with masked (secrets, tokens;
+// see remember). A workspace that never ran has no output: nil, nil.
 func (p *Provisioner) Logs(ctx context.Context, workspaceID string, tail int) ([]byte, error) {
 	if err := checkWorkspaceID(workspaceID); err != nil {
 		return nil, fmt.Errorf("read logs: %w", err)
@@ -115,7 +118,11 @@ func (p *Provisioner) Logs(ctx context.Context, workspaceID string, tail int) ([
 		}
 		out = append(out, data...)
 	}
-	return lastLines(out, tail), nil
+	if out == nil {
+		return nil, nil
+	}
+	// Masked whole before the tail is cut, so no value is split by the cut.
+	return lastLines([]byte(redact.Strings(string(out), p.masked(workspaceID))), tail), nil
 }
 
 // lastLines returns the last n lines of b (all of b when n <= 0). A final

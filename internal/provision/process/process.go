@@ -8,6 +8,11 @@
 // that would break when orgplane goes away. A restarted control plane finds
 // its boxes again with Adopt, from the persisted Handle.
 //
+// When orgplane runs as root with a uid range (Config.BoxUIDs), each box
+// runs as its own unprivileged user in its own directory, so that boxes
+// cannot read each other's files and environments, nor the control
+// plane's; see isolate.go.
+//
 // A pid alone is not an identity: after the box dies the kernel may hand
 // the number to an unrelated process. Every Handle therefore carries the
 // process start time from /proc/<pid>/stat, and nothing is signalled unless
@@ -61,18 +66,37 @@ type Config struct {
 	LogCheckInterval time.Duration
 	// Logger receives the provisioner's own events. Default slog.Default().
 	Logger *slog.Logger
+	// BoxUIDs isolates boxes when the control plane runs as root: each box
+	// runs as its own user and group (one id of the range, unique on the
+	// machine while the box lives, recorded in its Handle), without
+	// supplementary groups, in its own directory under BoxDir (0700, owned
+	// by that user). Boxes then cannot read each other's files or
+	// /proc/<pid>/environ, nor the control plane's. Not root, or a zero
+	// range: boxes run as the control plane's user, and New logs a warning.
+	BoxUIDs UIDRange
+	// BoxDir holds the working directories of isolated boxes: an absolute
+	// path outside the data directory, reachable by any user (New makes it
+	// root's, mode 0711).
+	BoxDir string
+	// Programs that boxes run by default (the reference agent): when boxes
+	// are isolated, New warns about any that a box user cannot execute.
+	Programs []string
 }
 
 // Provisioner runs boxes as process groups. It implements
 // provision.Provisioner, provision.Waiter and provision.Logger.
 type Provisioner struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	isolated bool // boxes run as their own users (BoxUIDs, as root)
 
 	mu    sync.Mutex
 	boxes map[boxKey]*box
 
 	logMu sync.Mutex // serialises log rotation and reads
+
+	memoMu sync.Mutex
+	memos  map[string][]envMemo // workspace -> values its latest boxes were started with
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -129,11 +153,36 @@ func New(cfg Config) (*Provisioner, error) {
 	if err := os.MkdirAll(cfg.LogDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create log dir: %w", err)
 	}
+	// Box output may hold what a box printed of its env: only the control
+	// plane reads it (the box writes through a descriptor it was given).
+	if err := os.Chmod(cfg.LogDir, 0o700); err != nil {
+		return nil, fmt.Errorf("restrict log dir: %w", err)
+	}
 	p := &Provisioner{
 		cfg:     cfg,
 		log:     cfg.Logger.With("runtime", provision.RuntimeProcess),
 		boxes:   make(map[boxKey]*box),
+		memos:   make(map[string][]envMemo),
 		closing: make(chan struct{}),
+	}
+	switch {
+	case os.Geteuid() != 0:
+		p.log.Warn("process boxes are not isolated: orgplane does not run as root, so every box runs as its user and can read the others' files and environment and the control plane's (data dir, tokens); use the docker runtime for agents you do not trust",
+			"uid", os.Geteuid())
+	case cfg.BoxUIDs.IsZero():
+		p.log.Warn("process boxes are not isolated: no box uid range is configured, so every box runs as root; use the docker runtime for agents you do not trust")
+	default:
+		if err := setupIsolation(cfg.BoxDir); err != nil {
+			return nil, fmt.Errorf("isolate process boxes: %w", err)
+		}
+		p.isolated = true
+		p.log.Info("process boxes isolated", "uids", cfg.BoxUIDs.String(), "box_dir", cfg.BoxDir)
+		for _, prog := range cfg.Programs {
+			if err := reachable(prog, cfg.BoxUIDs.First, cfg.BoxUIDs.First, false); err != nil {
+				p.log.Warn("box users cannot run this program: boxes that run it will fail to start; install it where every user may execute it (e.g. /usr/local/bin)",
+					"program", prog, "why", err.Error())
+			}
+		}
 	}
 	p.wg.Add(1)
 	go p.capLoop()
@@ -183,7 +232,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provision.Spec) (provision
 	if err != nil {
 		// exec errors name the binary, not the env; masking is the belt to
 		// those braces, as the command line itself may carry a secret.
-		return provision.Handle{}, redact.Error(fmt.Errorf("start box %s: %w", spec.WorkspaceID, err), spec.Env)
+		return provision.Handle{}, redact.Error(fmt.Errorf("start box %s: %w", spec.WorkspaceID, err), provision.MaskedEnv(spec.Env, spec.PublicKeys))
 	}
 	p.log.Info("box started", "workspace", h.WorkspaceID, "generation", h.Generation, "pid", h.ID)
 	return h, nil
@@ -210,6 +259,9 @@ func (p *Provisioner) start(spec provision.Spec) (provision.Handle, error) {
 	defer devNull.Close()
 
 	cmd := exec.Command(spec.Command[0], spec.Command[1:]...)
+	if cmd.Err != nil {
+		return provision.Handle{}, fmt.Errorf("exec %s: %w", spec.Command[0], cmd.Err)
+	}
 	// Never nil: a nil Env would hand the box the control plane's own
 	// environment, master key included.
 	cmd.Env = envList(spec.Env)
@@ -218,9 +270,28 @@ func (p *Provisioner) start(spec provision.Spec) (provision.Handle, error) {
 	cmd.Stderr = logFile
 	// Its own process group: a signal to orgplane's group (Ctrl-C, a
 	// service manager stopping it) does not reach the box, and Stop can
-	// signal the box together with whatever it spawned.
+	// signal the box together with whatever it spawned. Nothing else is
+	// inherited: Go opens every descriptor close-on-exec, so the box gets
+	// exactly stdin, stdout and stderr.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var uid uint32
+	var workDir string
+	if p.isolated {
+		if uid, workDir, err = p.claimUID(spec.WorkspaceID, spec.Generation); err != nil {
+			return provision.Handle{}, err
+		}
+		if err := reachable(cmd.Path, uid, uid, false); err != nil {
+			p.releaseUID(uid, workDir)
+			return provision.Handle{}, fmt.Errorf("box user %d cannot run %s: %w (install the program where every user may execute it, e.g. /usr/local/bin)", uid, cmd.Path, err)
+		}
+		cmd.Dir = workDir
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}
+	}
+	closeOnExecAll()
 	if err := cmd.Start(); err != nil {
+		if p.isolated {
+			p.releaseUID(uid, workDir)
+		}
 		return provision.Handle{}, fmt.Errorf("exec %s: %w", spec.Command[0], err)
 	}
 	pid := cmd.Process.Pid
@@ -230,8 +301,12 @@ func (p *Provisioner) start(spec provision.Spec) (provision.Handle, error) {
 	if err != nil {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		_ = cmd.Wait()
+		if p.isolated {
+			p.releaseUID(uid, workDir)
+		}
 		return provision.Handle{}, fmt.Errorf("read start time of pid %d: %w", pid, err)
 	}
+	p.remember(spec.WorkspaceID, spec.Generation, provision.MaskedEnv(spec.Env, spec.PublicKeys))
 	b := &box{key: boxKey{pid, st.startTicks}, child: true, done: make(chan struct{})}
 	p.mu.Lock()
 	p.boxes[b.key] = b
@@ -253,6 +328,9 @@ func (p *Provisioner) start(spec provision.Spec) (provision.Handle, error) {
 		ID:          strconv.Itoa(pid),
 		StartTicks:  st.startTicks,
 		StartedAt:   time.Now().UTC(),
+		UID:         uid,
+		Dir:         workDir,
+		PublicKeys:  spec.PublicKeys,
 	}, nil
 }
 
@@ -359,6 +437,9 @@ func (p *Provisioner) Adopt(_ context.Context, h provision.Handle) (provision.St
 			return provision.State{}, err
 		}
 		return provision.State{}, fmt.Errorf("adopt box %s: %w", h.ID, err)
+	}
+	if !b.child && b.state().Running {
+		p.rememberFromProc(h.WorkspaceID, h.Generation, k.pid, h.PublicKeys)
 	}
 	p.log.Info("box adopted", "workspace", h.WorkspaceID, "generation", h.Generation, "pid", h.ID)
 	return b.state(), nil
@@ -472,6 +553,7 @@ func (p *Provisioner) Stop(ctx context.Context, h provision.Handle) error {
 		// Already exited; only a group it left behind may remain.
 		p.sweep(k)
 		p.release(k)
+		p.releaseUID(h.UID, h.Dir)
 		return nil
 	}
 	if err := signalBox(k, st, syscall.SIGTERM); err != nil {
@@ -498,6 +580,7 @@ func (p *Provisioner) Stop(ctx context.Context, h provision.Handle) error {
 	}
 	p.sweep(k)
 	p.release(k)
+	p.releaseUID(h.UID, h.Dir)
 	return nil
 }
 

@@ -47,6 +47,7 @@ func Run(t *testing.T, open Opener) {
 		fn   func(t *testing.T, f *fixture)
 	}{
 		{"Basics", testBasics},
+		{"ProbeWrite", testProbeWrite},
 		{"Orgs", testOrgs},
 		{"Workspaces/RoundTrip", testWorkspaceRoundTrip},
 		{"Workspaces/ScopedByOrg", testWorkspaceScopedByOrg},
@@ -1110,6 +1111,12 @@ func testReencryptSecret(t *testing.T, f *fixture) {
 	}
 }
 
+func testProbeWrite(t *testing.T, f *fixture) {
+	require.NoError(t, f.s.ProbeWrite(f.ctx, t0))
+	require.NoError(t, f.s.ProbeWrite(f.ctx, t0.Add(time.Second)), "the probe row is updated in place, any number of times")
+	require.NoError(t, f.s.InTx(f.ctx, func(tx store.Store) error { return tx.ProbeWrite(f.ctx, t0) }))
+}
+
 func testSecretMACs(t *testing.T, f *fixture) {
 	o, p := f.org("acme")
 	other, _ := f.org("other")
@@ -1119,7 +1126,7 @@ func testSecretMACs(t *testing.T, f *fixture) {
 		x := store.Secret{OrgID: orgID, WorkspaceID: wsID, Key: key, KeyID: k.ID, Ciphertext: []byte("secret-bytes"),
 			ValueMAC: "mac-" + wsID + key, Version: 2, CreatedAt: t0, UpdatedAt: t0.Add(time.Second)}
 		require.NoError(t, f.s.PutSecret(f.ctx, x))
-		x.Ciphertext = nil
+		x.Ciphertext, x.CiphertextLen = nil, len(x.Ciphertext)
 		return storedSecret(x)
 	}
 	gb := put(o.ID, "", "B")
@@ -1129,7 +1136,7 @@ func testSecretMACs(t *testing.T, f *fixture) {
 
 	got, err := f.s.ListSecretMACs(f.ctx, o.ID)
 	require.NoError(t, err)
-	require.Equal(t, []store.Secret{ga, gb, wa}, got, "both scopes, by scope then key, no ciphertext")
+	require.Equal(t, []store.Secret{ga, gb, wa}, got, "both scopes, by scope then key, no ciphertext but its length")
 	for _, x := range got {
 		require.Nil(t, x.Ciphertext)
 	}

@@ -26,6 +26,7 @@ func main() {
 		envNames    = flag.String("env", "", "comma-separated names: print `env NAME=set|unset` for each")
 		envKeys     = flag.Bool("env-keys", false, "print `env-keys K1,K2,...`: the sorted names of the whole environment")
 		ids         = flag.Bool("ids", false, "print `pid=N pgid=N`")
+		user        = flag.Bool("user", false, "print `uid=N gid=N groups=G1,G2`")
 		stdin       = flag.Bool("stdin", false, "read stdin to EOF and print `stdin bytes=N`")
 		lines       = flag.Int("lines", 0, "print N lines `line I` on stdout")
 		stderrLine  = flag.String("stderr", "", "print this line on stderr")
@@ -35,6 +36,7 @@ func main() {
 		exitAfter   = flag.Duration("exit-after", -1, "exit after this long (negative: run until killed)")
 		exitCode    = flag.Int("exit-code", 0, "exit code for -exit-after")
 		readyMarker = flag.Bool("ready", true, "print `ready` once set up")
+		leak        = flag.String("leak", "", "comma-separated names: print `leak NAME=value`, the one exception to never printing a value: for the tests that check it is masked on the way out")
 	)
 	flag.Parse()
 
@@ -55,6 +57,11 @@ func main() {
 		os.Exit(2)
 	}
 
+	if *leak != "" {
+		for name := range strings.SplitSeq(*leak, ",") {
+			fmt.Printf("leak %s=%s\n", name, os.Getenv(name))
+		}
+	}
 	if *envNames != "" {
 		for name := range strings.SplitSeq(*envNames, ",") {
 			state := "unset"
@@ -76,6 +83,14 @@ func main() {
 	if *ids {
 		pgid, _ := syscall.Getpgid(0)
 		fmt.Printf("pid=%d pgid=%d\n", os.Getpid(), pgid)
+	}
+	if *user {
+		groups, _ := os.Getgroups()
+		gs := make([]string, len(groups))
+		for i, g := range groups {
+			gs[i] = fmt.Sprint(g)
+		}
+		fmt.Printf("uid=%d gid=%d groups=%s\n", os.Getuid(), os.Getgid(), strings.Join(gs, ","))
 	}
 	if *stdin {
 		n, _ := io.Copy(io.Discard, os.Stdin)
