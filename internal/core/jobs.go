@@ -278,7 +278,9 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 			return ended(store.JobFailed, j.Reason, err.Error())
 		}
 	}
-	bw, err := s.startBox(ctx, j.OrgID, j.WorkspaceID, w.Generation, "restart:"+j.Reason, true, func(tx store.Store, gen int64) error {
+	// A resumed job whose box never started provisions its recorded
+	// generation: one restart, not two generations.
+	bw, err := s.startBox(ctx, j.OrgID, j.WorkspaceID, w.Generation, resumed, "restart:"+j.Reason, true, func(tx store.Store, gen int64) error {
 		j.Generation = gen
 		cur, err := tx.GetJobForUpdate(ctx, j.OrgID, j.ID)
 		if err != nil {
@@ -629,7 +631,7 @@ func (s *Service) startAsync(orgID, wsID string, gen int64, cause string) {
 		if err != nil || w.Status != StatusProvisioning || w.Box != "" || w.Generation != gen {
 			return
 		}
-		if _, err := s.startBox(s.bgCtx, orgID, wsID, gen, cause, false, nil); err != nil && s.bgCtx.Err() == nil {
+		if _, err := s.startBox(s.bgCtx, orgID, wsID, gen, false, cause, false, nil); err != nil && s.bgCtx.Err() == nil {
 			s.log.Warn("start box", "workspace_id", wsID, "err", AsError(err).Message)
 		}
 	}()

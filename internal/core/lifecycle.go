@@ -154,7 +154,11 @@ var errSuperseded = errors.New("superseded by a newer box")
 // read (compare-and-set: if another replica or an admin restart moved the
 // workspace on since, nothing starts and the error is errSuperseded). The
 // returned watch resolves when the box is healthy or has failed.
-func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int64, cause string, owned bool, onGen func(tx store.Store, gen int64) error) (*boxWatch, error) {
+//
+// resume starts generation fromGen itself when it was recorded but its box
+// never started (a crash in between): the restart then happens once, under
+// the generation its job recorded, rather than skipping one.
+func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int64, resume bool, cause string, owned bool, onGen func(tx store.Store, gen int64) error) (*boxWatch, error) {
 	w, err := s.store.GetWorkspace(ctx, orgID, wsID)
 	if err != nil {
 		return nil, err
@@ -183,7 +187,17 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 			return Conflict("workspace %s is paused", wsID)
 		}
 		now := s.clock.Now()
-		cur.Generation++
+		resumed := resume && cur.Status == StatusProvisioning && cur.Box == "" && cur.Generation > 0
+		if resumed {
+			// Its token's secret died with the crashed run: a new one.
+			if cur.BoxTokenID != "" {
+				if err := tx.RevokeToken(ctx, orgID, cur.BoxTokenID, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+			}
+		} else {
+			cur.Generation++
+		}
 		tok := store.Token{ID: ids.New("t"), OrgID: orgID, Kind: store.TokenWorkspace, Name: "box-g" + strconv.FormatInt(cur.Generation, 10),
 			WorkspaceID: wsID, BoxGeneration: cur.Generation, CreatedAt: now}
 		token, tok.SecretHash = auth.NewSecret(store.TokenWorkspace, tok.ID)
@@ -203,7 +217,7 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		w = cur
 		_, err = tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
 			Action: "box.provision", TargetKind: "workspace", TargetID: wsID, WorkspaceID: wsID,
-			Detail: map[string]any{"generation": cur.Generation, "cause": cause, "runtime": cur.Runtime},
+			Detail: map[string]any{"generation": cur.Generation, "cause": cause, "runtime": cur.Runtime, "resumed": resumed},
 		}, "ok"))
 		return err
 	})

@@ -53,11 +53,11 @@ func TestProvisionFailsAfterSecretChange(t *testing.T) {
 			}
 			p := start(t, tc.flags...)
 			if tc.unreachable {
-				// Its platform box (an agent) cannot heartbeat either: let it
-				// fail first (it is then left alone: never terminated on
-				// orgplane's own), so that its failure does not count below.
-				p.waitWS(p.platformID, 60*time.Second, "platform failed", func(w client.Workspace) bool {
-					return w.Status == "failed"
+				// Its platform box (an agent) cannot heartbeat either: late
+				// is not dead, so it is kept, degraded (never terminated on
+				// orgplane's own nor failed); let that settle first.
+				p.waitWS(p.platformID, 60*time.Second, "platform kept, degraded", func(w client.Workspace) bool {
+					return w.Status == "degraded"
 				})
 			}
 			// The old box: a plain process, healthy once alive 0.5s.
