@@ -117,6 +117,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.close = append(s.close, proc.Close)
+	rt.AgentCommand = append([]string{proc.ProgramPath(rt.AgentCommand[0])}, rt.AgentCommand[1:]...)
 	provs[provision.RuntimeProcess] = proc
 	if cfg.Docker {
 		d, err := docker.New(docker.Config{NetworkMode: cfg.DockerNetwork, Labels: cfg.DockerLabels, StopGrace: cfg.StopGrace, Init: true, Logger: log})

@@ -257,3 +257,38 @@ func TestNotIsolatedWarns(t *testing.T) {
 	require.Contains(t, buf.String(), "process boxes are not isolated")
 	require.Contains(t, buf.String(), "docker runtime")
 }
+
+// TestUnreachableProgramIsShared: the reference agent of a `go run` lives
+// in a 0700 build dir that box users cannot enter; boxes run a copy of it
+// in the box dir instead, and that copy starts as the box user.
+func TestUnreachableProgramIsShared(t *testing.T) {
+	i := newIsolated(t)
+	hidden := filepath.Join(t.TempDir(), "bin")
+	require.NoError(t, os.MkdirAll(hidden, 0o700))
+	prog := filepath.Join(hidden, "agent")
+	body := []byte("#!/bin/sh\necho shared-ok\nexec sleep 1000\n")
+	require.NoError(t, os.WriteFile(prog, body, 0o755))
+	cfg := i.cfg
+	cfg.Programs = []string{prog}
+	p, err := process.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	shared := p.ProgramPath(prog)
+	require.NotEqual(t, prog, shared)
+	require.True(t, strings.HasPrefix(shared, filepath.Join(i.boxDir, "bin")+"/"), shared)
+	got, err := os.ReadFile(shared)
+	require.NoError(t, err)
+	require.Equal(t, body, got)
+	require.Equal(t, "/bin/sh", p.ProgramPath("/bin/sh"), "a reachable program is run where it is")
+
+	h, err := p.Start(context.Background(), provision.Spec{OrgID: "o", WorkspaceID: "ws-s", Generation: 1, Command: []string{shared}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Stop(context.Background(), h) })
+	waitLog(t, p, "ws-s", "shared-ok")
+
+	// A second start of the control plane reuses the copy.
+	q, err := process.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { q.Close() })
+	require.Equal(t, shared, q.ProgramPath(prog))
+}

@@ -89,6 +89,9 @@ type Provisioner struct {
 	cfg      Config
 	log      *slog.Logger
 	isolated bool // boxes run as their own users (BoxUIDs, as root)
+	// shared: programs box users could not reach -> the copies they run
+	// (written by New only).
+	shared map[string]string
 
 	mu    sync.Mutex
 	boxes map[boxKey]*box
@@ -162,6 +165,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("runtime", provision.RuntimeProcess),
 		boxes:   make(map[boxKey]*box),
+		shared:  make(map[string]string),
 		memos:   make(map[string][]envMemo),
 		closing: make(chan struct{}),
 	}
@@ -178,10 +182,23 @@ func New(cfg Config) (*Provisioner, error) {
 		p.isolated = true
 		p.log.Info("process boxes isolated", "uids", cfg.BoxUIDs.String(), "box_dir", cfg.BoxDir)
 		for _, prog := range cfg.Programs {
-			if err := reachable(prog, cfg.BoxUIDs.First, cfg.BoxUIDs.First, false); err != nil {
-				p.log.Warn("box users cannot run this program: boxes that run it will fail to start; install it where every user may execute it (e.g. /usr/local/bin)",
-					"program", prog, "why", err.Error())
+			err := reachable(prog, cfg.BoxUIDs.First, cfg.BoxUIDs.First, false)
+			if err == nil {
+				continue
 			}
+			// Out of their reach (a `go run` builds under a 0700 temp
+			// dir): boxes run a copy that they can reach.
+			shared, serr := shareProgram(cfg.BoxDir, prog)
+			if serr == nil {
+				serr = reachable(shared, cfg.BoxUIDs.First, cfg.BoxUIDs.First, false)
+			}
+			if serr != nil {
+				p.log.Warn("box users cannot run this program: boxes that run it will fail to start; install it where every user may execute it (e.g. /usr/local/bin)",
+					"program", prog, "why", err.Error(), "copy_failed", serr.Error())
+				continue
+			}
+			p.shared[prog] = shared
+			p.log.Info("box users cannot reach this program; boxes run a copy of it", "program", prog, "why", err.Error(), "copy", shared)
 		}
 	}
 	p.wg.Add(1)
