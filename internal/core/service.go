@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -276,11 +277,7 @@ func (s *Service) mutate(ctx context.Context, p auth.Principal, ev *auditEvent, 
 	if e.Status == 503 {
 		return e // nowhere to write the entry
 	}
-	outcome := "error:" + e.Code
-	if e.Status == 403 || e.Status == 401 {
-		outcome = "denied"
-	}
-	s.appendAudit(ctx, p, *ev, outcome)
+	s.appendAudit(ctx, p, *ev, outcomeOf(e))
 	return e
 }
 
@@ -292,6 +289,63 @@ func (s *Service) appendAudit(ctx context.Context, p auth.Principal, ev auditEve
 	if _, err := s.store.AppendAudit(actx, s.auditEntry(ctx, p, ev, outcome)); err != nil {
 		s.log.Error("append audit entry", "action", ev.Action, "target", ev.TargetID, "err", err)
 	}
+}
+
+// AuditRefusal records a call that a face refused before it reached a
+// service method (a body or query string it could not accept): the audit
+// log holds every refused call of a known principal, not only those the
+// service itself refused. It records the route and the error code, never
+// the body or the query, which may carry values.
+func (s *Service) AuditRefusal(ctx context.Context, method, route string, err error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p.OrgID == "" {
+		return
+	}
+	e := AsError(err)
+	if e.Status >= 500 {
+		return
+	}
+	s.appendAudit(ctx, p, auditEvent{Action: "request.refused", TargetKind: "route",
+		Detail: map[string]any{"method": method, "route": route, "status": e.Status}}, outcomeOf(e))
+}
+
+// auditValuesRead records a read of a workspace's secret values, or its
+// refusal: who read, which workspace, which keys; never a value.
+func (s *Service) auditValuesRead(ctx context.Context, workspaceID string, env map[string]string, err error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p.OrgID == "" {
+		return
+	}
+	// A workspace that was not found (perhaps another org's) is not named:
+	// the entry must not hand its id to this org's auditors.
+	ev := auditEvent{Action: "secret.values_read", TargetKind: "workspace"}
+	if err != nil {
+		e := AsError(err)
+		if e.Status == 503 {
+			return
+		}
+		if e.Status == 403 {
+			ev.TargetID, ev.WorkspaceID = workspaceID, workspaceID
+		}
+		s.appendAudit(ctx, p, ev, outcomeOf(e))
+		return
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	ev.TargetID, ev.WorkspaceID = workspaceID, workspaceID
+	ev.Detail = map[string]any{"keys": keys}
+	s.appendAudit(ctx, p, ev, "ok")
+}
+
+// outcomeOf is the audit outcome of a refusal.
+func outcomeOf(e *Error) string {
+	if e.Status == 403 || e.Status == 401 {
+		return "denied"
+	}
+	return "error:" + e.Code
 }
 
 // notFoundAs maps store.ErrNotFound to a typed not-found error.
