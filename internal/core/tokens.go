@@ -81,23 +81,8 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Princip
 		return auth.Principal{}, Unauthorized("invalid token")
 	}
 	now := s.clock.Now()
-	if !t.RevokedAt.IsZero() {
-		return auth.Principal{}, Unauthorized("token revoked")
-	}
-	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
-		return auth.Principal{}, Unauthorized("token expired")
-	}
-	for _, ws := range []struct{ id, what string }{{t.WorkspaceID, "workspace"}, {t.ActingWorkspaceID, "acting workspace"}} {
-		if ws.id == "" {
-			continue
-		}
-		w, err := s.store.GetWorkspace(ctx, t.OrgID, ws.id)
-		if errors.Is(err, store.ErrNotFound) || err == nil && w.Status == StatusRemoved {
-			return auth.Principal{}, Unauthorized("token's %s was removed; the token no longer works", ws.what)
-		}
-		if err != nil {
-			return auth.Principal{}, err
-		}
+	if err := s.tokenLive(ctx, t, now); err != nil {
+		return auth.Principal{}, err
 	}
 	if now.Sub(t.LastUsedAt) > touchEvery {
 		if err := s.store.TouchToken(ctx, t.ID, now); err != nil {
@@ -112,6 +97,48 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Princip
 		TokenID:           t.ID,
 		ExpiresAt:         t.ExpiresAt,
 	}, nil
+}
+
+// tokenLive is the rule for a token that authenticated once to keep
+// working: not revoked, not expired, its workspaces not removed.
+func (s *Service) tokenLive(ctx context.Context, t store.Token, now time.Time) error {
+	if !t.RevokedAt.IsZero() {
+		return Unauthorized("token revoked")
+	}
+	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
+		return Unauthorized("token expired")
+	}
+	for _, ws := range []struct{ id, what string }{{t.WorkspaceID, "workspace"}, {t.ActingWorkspaceID, "acting workspace"}} {
+		if ws.id == "" {
+			continue
+		}
+		w, err := s.store.GetWorkspace(ctx, t.OrgID, ws.id)
+		if errors.Is(err, store.ErrNotFound) || err == nil && w.Status == StatusRemoved {
+			return Unauthorized("token's %s was removed; the token no longer works", ws.what)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Recheck reports whether the principal's token still works, for calls
+// that outlive their authentication (event streams): nil, or the 401 that
+// a new request with the token would get. Store failures are returned as
+// they are; the caller decides whether to wait for the store.
+func (s *Service) Recheck(ctx context.Context, p auth.Principal) error {
+	if p.Kind == auth.KindSystem {
+		return nil
+	}
+	t, err := s.store.GetToken(ctx, p.TokenID)
+	if errors.Is(err, store.ErrNotFound) {
+		return Unauthorized("invalid token")
+	}
+	if err != nil {
+		return err
+	}
+	return s.tokenLive(ctx, t, s.clock.Now())
 }
 
 // CreateTokenInput is a request to mint a token.

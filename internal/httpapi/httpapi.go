@@ -28,6 +28,8 @@ type Server struct {
 	log     *slog.Logger
 	router  chi.Router
 	metrics http.Handler
+	limits  Limits
+	streams *streams
 }
 
 // Options configure the server.
@@ -38,11 +40,14 @@ type Options struct {
 	// Extra mounts more routes on the router (e.g. the MCP endpoint, the
 	// canvas) behind the same middleware.
 	Extra func(r chi.Router, authn func(http.Handler) http.Handler)
+	// Limits bound connections and event streams.
+	Limits Limits
 }
 
 // New returns the API handler over svc.
 func New(svc *core.Service, opts Options) *Server {
-	s := &Server{svc: svc, log: opts.Logger, metrics: opts.Metrics}
+	s := &Server{svc: svc, log: opts.Logger, metrics: opts.Metrics, limits: opts.Limits, streams: newStreams()}
+	s.limits.defaults()
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -1,14 +1,10 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/store"
@@ -267,44 +263,4 @@ func (s *Server) putGlobalSecret(w http.ResponseWriter, r *http.Request, q query
 }
 func (s *Server) deleteGlobalSecret(w http.ResponseWriter, r *http.Request, q query) {
 	s.deleteSecret(w, r, q, "")
-}
-
-// eventsStream serves the org's changes as Server-Sent Events. A workspace
-// token sees only its own workspace's events.
-func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, q query) {
-	p, _ := auth.FromContext(r.Context())
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		s.fail(w, r, fmt.Errorf("streaming unsupported"))
-		return
-	}
-	ch, cancel := s.svc.Events().Subscribe(p.OrgID)
-	defer cancel()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(200)
-	fmt.Fprint(w, ": orgplane events\n\n")
-	fl.Flush()
-	keep := time.NewTicker(15 * time.Second)
-	defer keep.Stop()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-keep.C:
-			fmt.Fprint(w, ": keep-alive\n\n")
-			fl.Flush()
-		case ev, ok := <-ch:
-			if !ok {
-				return
-			}
-			if p.Kind == auth.KindWorkspace && ev.WorkspaceID != p.WorkspaceID {
-				continue
-			}
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
-			fl.Flush()
-		}
-	}
 }
