@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orgplane/orgplane/internal/auth"
@@ -267,6 +268,7 @@ func (s *Service) mutate(ctx context.Context, p auth.Principal, ev *auditEvent, 
 		return err
 	})
 	if err == nil {
+		markAudited(ctx, p)
 		s.events.Publish(Event{OrgID: p.OrgID, Type: ev.Action, WorkspaceID: ev.WorkspaceID, TargetID: ev.TargetID})
 		return nil
 	}
@@ -288,17 +290,46 @@ func (s *Service) appendAudit(ctx context.Context, p auth.Principal, ev auditEve
 	defer cancel()
 	if _, err := s.store.AppendAudit(actx, s.auditEntry(ctx, p, ev, outcome)); err != nil {
 		s.log.Error("append audit entry", "action", ev.Action, "target", ev.TargetID, "err", err)
+		return
+	}
+	markAudited(ctx, p)
+}
+
+type auditMarkKey struct{}
+
+// WithAuditMark returns a context that notes whether the service wrote an
+// audit entry for the call's own principal, so that a face can audit a
+// refusal the service did not record, and only such a one: every refused
+// call is in the log once.
+func WithAuditMark(ctx context.Context) context.Context {
+	return context.WithValue(ctx, auditMarkKey{}, new(atomic.Bool))
+}
+
+// Audited reports whether an entry was written for the call of ctx (see
+// WithAuditMark).
+func Audited(ctx context.Context) bool {
+	m, _ := ctx.Value(auditMarkKey{}).(*atomic.Bool)
+	return m != nil && m.Load()
+}
+
+// markAudited notes an entry written for p, if p is the call's principal
+// (not orgplane itself acting on the call's behalf).
+func markAudited(ctx context.Context, p auth.Principal) {
+	m, _ := ctx.Value(auditMarkKey{}).(*atomic.Bool)
+	if cp, ok := auth.FromContext(ctx); m != nil && ok && cp.TokenID == p.TokenID && cp.OrgID == p.OrgID {
+		m.Store(true)
 	}
 }
 
-// AuditRefusal records a call that a face refused before it reached a
-// service method (a body or query string it could not accept): the audit
-// log holds every refused call of a known principal, not only those the
-// service itself refused. It records the route and the error code, never
-// the body or the query, which may carry values.
+// AuditRefusal records a refused call that no service method recorded: one
+// a face refused before calling the service (a body or query string it
+// could not accept), or one a read or a heartbeat refused. The audit log
+// then holds every refused call of a known principal. It records the route
+// and the error code, never the body or the query, which may carry values.
+// A call already audited (see WithAuditMark) is not recorded twice.
 func (s *Service) AuditRefusal(ctx context.Context, method, route string, err error) {
 	p, ok := auth.FromContext(ctx)
-	if !ok || p.OrgID == "" {
+	if !ok || p.OrgID == "" || Audited(ctx) {
 		return
 	}
 	e := AsError(err)

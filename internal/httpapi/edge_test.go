@@ -446,6 +446,35 @@ func TestRefusalsAndValueReadsAreAudited(t *testing.T) {
 	require.Len(t, refused, 1)
 	require.Equal(t, "error:duplicate_key", refused[0].Outcome)
 
+	// Every refused call is in the log exactly once: the service's own
+	// entry when it audits the call, else the edge's request.refused.
+	for _, c := range []struct {
+		req            call
+		status         int
+		action, result string
+	}{
+		{call{Method: "GET", Path: "/v1/tokens"}, 403, "request.refused", "denied"},
+		{call{Method: "GET", Path: "/v1/audit"}, 403, "request.refused", "denied"},
+		{call{Method: "GET", Path: W + "/logs"}, 403, "request.refused", "denied"},
+		{call{Method: "PUT", Path: "/v1/secrets/GLOBAL_ONE", Body: []byte(`{"value":"x"}`)}, 403, "secret.set", "denied"},
+		{call{Method: "POST", Path: "/v1/tokens", Body: []byte(`{"kind":"admin","name":"up"}`)}, 403, "token.create", "denied"},
+		{call{Method: "POST", Path: W + "/heartbeat", Body: []byte(`{"generation":99}`)}, 409, "request.refused", "error:conflict"},
+		{call{Method: "GET", Path: W + "/secrets/values?x=1"}, 400, "request.refused", "error:unknown_query_param"},
+	} {
+		since := lastAuditID(t, f.e)
+		c.req.Token = f.wsTok.Secret
+		requireErrorShape(t, f.a.send(t, c.req), c.status)
+		var mine []client.AuditEntry
+		for _, en := range auditSince(t, f.e, since) {
+			if en.TokenID == f.wsTok.Token.ID {
+				mine = append(mine, en)
+			}
+		}
+		require.Len(t, mine, 1, "%s %s: %+v", c.req.Method, c.req.Path, mine)
+		require.Equal(t, c.action, mine[0].Action, "%s %s", c.req.Method, c.req.Path)
+		require.Equal(t, c.result, mine[0].Outcome, "%s %s", c.req.Method, c.req.Path)
+	}
+
 	// Never a value anywhere in the log.
 	page, err := f.e.Admin.ListAudit(ctx, "", 1000, 0)
 	require.NoError(t, err)

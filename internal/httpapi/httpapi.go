@@ -161,7 +161,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		ctx := core.WithAuditMark(auth.WithPrincipal(r.Context(), p))
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -188,9 +189,20 @@ func writeError(w http.ResponseWriter, e *core.Error) {
 }
 
 // fail writes err; internal errors are logged with the request id and
-// answered without detail.
+// answered without detail. A refusal of an authenticated call that the
+// service did not audit (the edge's own, a read's, a heartbeat's) is
+// audited here, through the service: every refused call is in the log.
+// Not-found answers are left out: they are how other orgs' objects look,
+// and every write's are audited by the service already.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	e := core.AsError(err)
+	if e.Status >= 400 && e.Status < 500 && e.Status != http.StatusNotFound {
+		route := r.URL.Path
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern() // ids and keys stay out of the entry
+		}
+		s.svc.AuditRefusal(r.Context(), r.Method, route, e)
+	}
 	if e.Status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status,
 			"request_id", auth.RequestID(r.Context()), "err", err)
@@ -198,16 +210,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, e)
 }
 
-// refuse answers a call the edge refuses (its body or query string) and
-// has the service audit it: refused calls are recorded, whoever refused.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	route := r.URL.Path
-	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
-		route = rc.RoutePattern() // ids and keys stay out of the entry
-	}
-	s.svc.AuditRefusal(r.Context(), r.Method, route, err)
-	s.fail(w, r, err)
-}
+// refuse answers a call the edge refuses (its body or query string); fail
+// has it audited.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) { s.fail(w, r, err) }
 
 // readBody reads at most MaxBody bytes of the request body.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *core.Error) {
