@@ -13,6 +13,9 @@ import (
 	"encoding/base32"
 	"errors"
 	"strings"
+	"time"
+
+	"github.com/orgplane/orgplane/internal/ids"
 )
 
 // Principal kinds.
@@ -33,6 +36,9 @@ type Principal struct {
 	// management token is bound to the platform workspace).
 	ActingWorkspaceID string
 	TokenID           string
+	// ExpiresAt is when the token stops working; zero: never. Long-lived
+	// calls (event streams) end then.
+	ExpiresAt time.Time
 }
 
 // CallerWorkspace is the workspace the caller acts from: a workspace token's
@@ -90,10 +96,13 @@ func NewSecret(kind, id string) (token string, hash []byte) {
 	return "op_" + kind + "_" + id + "_" + secret, sum[:]
 }
 
-// Parse splits a token string into its kind, id and secret.
+// Parse splits a token string into its kind, id and secret. It accepts
+// exactly the strings NewSecret makes: a known kind, an id as ids.New("t")
+// makes them, and 52 base32 characters that encode 32 bytes canonically.
+// Anything else is ErrMalformed, before any store lookup.
 func Parse(token string) (kind, id, secret string, err error) {
 	parts := strings.Split(token, "_")
-	if len(parts) != 4 || parts[0] != "op" || parts[2] == "" || len(parts[3]) != 52 {
+	if len(parts) != 4 || parts[0] != "op" || !ids.Valid("t", parts[2]) || !validSecret(parts[3]) {
 		return "", "", "", ErrMalformed
 	}
 	switch parts[1] {
@@ -105,6 +114,53 @@ func Parse(token string) (kind, id, secret string, err error) {
 		return "", "", "", ErrMalformed
 	}
 	return kind, parts[2], parts[3], nil
+}
+
+// validSecret reports whether s is the encoding of 32 bytes, as NewSecret
+// writes it: a decoder that ignores the last character's spare bits would
+// take several strings for one secret.
+func validSecret(s string) bool {
+	if len(s) != 52 {
+		return false
+	}
+	b, err := enc.DecodeString(s)
+	return err == nil && len(b) == 32 && enc.EncodeToString(b) == s
+}
+
+// Authorization errors: what is wrong with the Authorization header itself,
+// before any token is looked at.
+var (
+	// ErrNoCredentials: no Authorization header.
+	ErrNoCredentials = errors.New("missing bearer token")
+	// ErrAmbiguousCredentials: more than one Authorization header. Which
+	// one counts would depend on the proxy in between; none does.
+	ErrAmbiguousCredentials = errors.New("more than one Authorization header; send exactly one")
+	// ErrMalformedAuthorization: not "Bearer <token>".
+	ErrMalformedAuthorization = errors.New(`malformed Authorization header: want "Bearer <token>"`)
+)
+
+// BearerToken returns the token of a request's Authorization header values
+// (all of them, as http.Header.Values gives them). Exactly one header is
+// accepted, of the form "Bearer <token>": the scheme in any case (RFC 9110),
+// one space, and a token with no space, comma or control character in it.
+func BearerToken(values []string) (string, error) {
+	switch len(values) {
+	case 0:
+		return "", ErrNoCredentials
+	case 1:
+	default:
+		return "", ErrAmbiguousCredentials
+	}
+	scheme, token, ok := strings.Cut(values[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", ErrMalformedAuthorization
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c <= ' ' || c == ',' || c >= 0x7f {
+			return "", ErrMalformedAuthorization
+		}
+	}
+	return token, nil
 }
 
 // Verify reports, in constant time, whether secret hashes to hash.

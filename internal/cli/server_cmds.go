@@ -16,6 +16,7 @@ import (
 
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/crypto"
+	"github.com/orgplane/orgplane/internal/httpapi"
 	"github.com/orgplane/orgplane/internal/provision/docker"
 	"github.com/orgplane/orgplane/internal/provision/process"
 	"github.com/orgplane/orgplane/internal/server"
@@ -77,6 +78,7 @@ type runtimeFlags struct {
 	stopGrace     time.Duration
 	boxUIDs       string
 	boxDir        string
+	http          httpapi.Limits
 }
 
 // DefaultBoxDir holds isolated process boxes' working directories: outside
@@ -112,6 +114,13 @@ func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.IntVar(&r.rt.MaxBoxEnvBytes, "max-box-env-bytes", envInt("ORGPLANE_MAX_BOX_ENV_BYTES", core.DefaultMaxBoxEnvBytes), "cap on a box's env plus command line, as exec counts them; writes that would pass it are refused (env ORGPLANE_MAX_BOX_ENV_BYTES)")
 	f.StringVar(&r.boxUIDs, "box-uid-range", envOr("ORGPLANE_BOX_UID_RANGE", process.DefaultUIDRange.String()), "as root, each process box runs as its own user from this range FIRST-LAST, or off (env ORGPLANE_BOX_UID_RANGE)")
 	f.StringVar(&r.boxDir, "box-dir", envOr("ORGPLANE_BOX_DIR", DefaultBoxDir), "as root, where isolated process boxes get their working directories (env ORGPLANE_BOX_DIR)")
+	f.DurationVar(&r.http.ReadHeaderTimeout, "http-read-header-timeout", envDuration("ORGPLANE_HTTP_READ_HEADER_TIMEOUT", 10*time.Second), "time to receive a request's headers (env ORGPLANE_HTTP_READ_HEADER_TIMEOUT)")
+	f.DurationVar(&r.http.ReadTimeout, "http-read-timeout", envDuration("ORGPLANE_HTTP_READ_TIMEOUT", 30*time.Second), "time to receive a whole request, body included (env ORGPLANE_HTTP_READ_TIMEOUT)")
+	f.DurationVar(&r.http.WriteTimeout, "http-write-timeout", envDuration("ORGPLANE_HTTP_WRITE_TIMEOUT", 60*time.Second), "time to answer a request; event streams are exempt (env ORGPLANE_HTTP_WRITE_TIMEOUT)")
+	f.DurationVar(&r.http.IdleTimeout, "http-idle-timeout", envDuration("ORGPLANE_HTTP_IDLE_TIMEOUT", 120*time.Second), "an idle kept-alive connection is closed after this (env ORGPLANE_HTTP_IDLE_TIMEOUT)")
+	f.IntVar(&r.http.MaxStreams, "max-event-streams", envInt("ORGPLANE_MAX_EVENT_STREAMS", 1000), "event streams open at once on this server (env ORGPLANE_MAX_EVENT_STREAMS)")
+	f.IntVar(&r.http.MaxStreamsPerToken, "max-event-streams-per-token", envInt("ORGPLANE_MAX_EVENT_STREAMS_PER_TOKEN", 8), "event streams open at once per token (env ORGPLANE_MAX_EVENT_STREAMS_PER_TOKEN)")
+	f.DurationVar(&r.http.StreamHeartbeat, "event-heartbeat", envDuration("ORGPLANE_EVENT_HEARTBEAT", 15*time.Second), "keep-alive comment and token re-check on event streams this often (env ORGPLANE_EVENT_HEARTBEAT)")
 	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
 	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
 }
@@ -146,7 +155,13 @@ func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) 
 		return fmt.Errorf("--max-box-env-bytes %d: must be between %d and %d (the kernel refuses an exec over about 2 MiB)",
 			r.rt.MaxBoxEnvBytes, 2*core.MaxSecretValue, core.MaxMaxBoxEnvBytes)
 	}
-	cfg.Runtime, cfg.StopGrace, cfg.DockerNetwork = r.rt, r.stopGrace, r.dockerNetwork
+	if r.http.ReadHeaderTimeout <= 0 || r.http.ReadTimeout <= 0 || r.http.WriteTimeout <= 0 || r.http.IdleTimeout <= 0 || r.http.StreamHeartbeat <= 0 {
+		return errors.New("--http-*-timeout and --event-heartbeat must be positive durations")
+	}
+	if r.http.MaxStreams < 1 || r.http.MaxStreamsPerToken < 1 {
+		return errors.New("--max-event-streams and --max-event-streams-per-token must be at least 1")
+	}
+	cfg.Runtime, cfg.StopGrace, cfg.DockerNetwork, cfg.HTTP = r.rt, r.stopGrace, r.dockerNetwork, r.http
 	uids, err := process.ParseUIDRange(r.boxUIDs)
 	if err != nil {
 		return fmt.Errorf("--box-uid-range: %w", err)

@@ -232,7 +232,8 @@ func validateValue(what, v string) error {
 
 // SecretValues returns the effective env of a workspace; only that
 // workspace's own token may read it: humans write secrets, boxes read them.
-func (s *Service) SecretValues(ctx context.Context, workspaceID string) (map[string]string, error) {
+func (s *Service) SecretValues(ctx context.Context, workspaceID string) (env map[string]string, err error) {
+	defer func() { s.auditValuesRead(ctx, workspaceID, env, err) }()
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
@@ -251,7 +252,7 @@ func (s *Service) SecretValues(ctx context.Context, workspaceID string) (map[str
 	if w.Status == StatusRemoved {
 		return nil, NotFound("workspace", workspaceID)
 	}
-	env, _, err := s.EffectiveEnv(ctx, s.store, w.OrgID, w.ID)
+	env, _, err = s.EffectiveEnv(ctx, s.store, w.OrgID, w.ID)
 	return env, err
 }
 

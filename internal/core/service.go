@@ -12,7 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orgplane/orgplane/internal/auth"
@@ -266,6 +268,7 @@ func (s *Service) mutate(ctx context.Context, p auth.Principal, ev *auditEvent, 
 		return err
 	})
 	if err == nil {
+		markAudited(ctx, p)
 		s.events.Publish(Event{OrgID: p.OrgID, Type: ev.Action, WorkspaceID: ev.WorkspaceID, TargetID: ev.TargetID})
 		return nil
 	}
@@ -276,11 +279,7 @@ func (s *Service) mutate(ctx context.Context, p auth.Principal, ev *auditEvent, 
 	if e.Status == 503 {
 		return e // nowhere to write the entry
 	}
-	outcome := "error:" + e.Code
-	if e.Status == 403 || e.Status == 401 {
-		outcome = "denied"
-	}
-	s.appendAudit(ctx, p, *ev, outcome)
+	s.appendAudit(ctx, p, *ev, outcomeOf(e))
 	return e
 }
 
@@ -291,7 +290,93 @@ func (s *Service) appendAudit(ctx context.Context, p auth.Principal, ev auditEve
 	defer cancel()
 	if _, err := s.store.AppendAudit(actx, s.auditEntry(ctx, p, ev, outcome)); err != nil {
 		s.log.Error("append audit entry", "action", ev.Action, "target", ev.TargetID, "err", err)
+		return
 	}
+	markAudited(ctx, p)
+}
+
+type auditMarkKey struct{}
+
+// WithAuditMark returns a context that notes whether the service wrote an
+// audit entry for the call's own principal, so that a face can audit a
+// refusal the service did not record, and only such a one: every refused
+// call is in the log once.
+func WithAuditMark(ctx context.Context) context.Context {
+	return context.WithValue(ctx, auditMarkKey{}, new(atomic.Bool))
+}
+
+// Audited reports whether an entry was written for the call of ctx (see
+// WithAuditMark).
+func Audited(ctx context.Context) bool {
+	m, _ := ctx.Value(auditMarkKey{}).(*atomic.Bool)
+	return m != nil && m.Load()
+}
+
+// markAudited notes an entry written for p, if p is the call's principal
+// (not orgplane itself acting on the call's behalf).
+func markAudited(ctx context.Context, p auth.Principal) {
+	m, _ := ctx.Value(auditMarkKey{}).(*atomic.Bool)
+	if cp, ok := auth.FromContext(ctx); m != nil && ok && cp.TokenID == p.TokenID && cp.OrgID == p.OrgID {
+		m.Store(true)
+	}
+}
+
+// AuditRefusal records a refused call that no service method recorded: one
+// a face refused before calling the service (a body or query string it
+// could not accept), or one a read or a heartbeat refused. The audit log
+// then holds every refused call of a known principal. It records the route
+// and the error code, never the body or the query, which may carry values.
+// A call already audited (see WithAuditMark) is not recorded twice.
+func (s *Service) AuditRefusal(ctx context.Context, method, route string, err error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p.OrgID == "" || Audited(ctx) {
+		return
+	}
+	e := AsError(err)
+	if e.Status >= 500 {
+		return
+	}
+	s.appendAudit(ctx, p, auditEvent{Action: "request.refused", TargetKind: "route",
+		Detail: map[string]any{"method": method, "route": route, "status": e.Status}}, outcomeOf(e))
+}
+
+// auditValuesRead records a read of a workspace's secret values, or its
+// refusal: who read, which workspace, which keys; never a value.
+func (s *Service) auditValuesRead(ctx context.Context, workspaceID string, env map[string]string, err error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p.OrgID == "" {
+		return
+	}
+	// A workspace that was not found (perhaps another org's) is not named:
+	// the entry must not hand its id to this org's auditors.
+	ev := auditEvent{Action: "secret.values_read", TargetKind: "workspace"}
+	if err != nil {
+		e := AsError(err)
+		if e.Status == 503 {
+			return
+		}
+		if e.Status == 403 {
+			ev.TargetID, ev.WorkspaceID = workspaceID, workspaceID
+		}
+		s.appendAudit(ctx, p, ev, outcomeOf(e))
+		return
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	ev.TargetID, ev.WorkspaceID = workspaceID, workspaceID
+	ev.Detail = map[string]any{"keys": keys}
+	s.appendAudit(ctx, p, ev, "ok")
+}
+
+// outcomeOf is the audit outcome of a refusal.
+func outcomeOf(e *Error) string {
+	if e.Status == 403 || e.Status == 401 {
+		return "denied"
+	}
+	return "error:" + e.Code
 }
 
 // notFoundAs maps store.ErrNotFound to a typed not-found error.

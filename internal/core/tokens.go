@@ -14,8 +14,57 @@ import (
 // would make every read a write.
 const touchEvery = time.Minute
 
+// Credentials are what a request presents to say who is calling: every
+// Authorization header value, and every X-Workspace-ID value (which never
+// establishes identity, but must agree with it).
+type Credentials struct {
+	Authorization    []string
+	ClaimedWorkspace []string
+}
+
+// AuthenticateRequest is authentication, in one place for every face: it
+// takes the one bearer token of the request (ambiguous or malformed
+// Authorization headers are refused before any lookup), turns it into its
+// principal, and refuses an X-Workspace-ID that disagrees with it. That
+// refusal is audited: it is a caller pretending to be another workspace.
+func (s *Service) AuthenticateRequest(ctx context.Context, c Credentials) (auth.Principal, error) {
+	bearer, err := auth.BearerToken(c.Authorization)
+	switch {
+	case errors.Is(err, auth.ErrAmbiguousCredentials):
+		return auth.Principal{}, Invalid("ambiguous_credentials", "%s", err.Error())
+	case errors.Is(err, auth.ErrMalformedAuthorization):
+		return auth.Principal{}, &Error{Status: 401, Code: "malformed_authorization", Message: err.Error()}
+	case err != nil:
+		return auth.Principal{}, Unauthorized("%s", err.Error())
+	}
+	p, err := s.Authenticate(ctx, bearer)
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	if c.ClaimedWorkspace != nil {
+		hdr := c.ClaimedWorkspace
+		if len(hdr) > 1 || hdr[0] == "" || hdr[0] != p.CallerWorkspace() {
+			claimed := make([]string, len(hdr))
+			for i, v := range hdr {
+				if !ids.Valid("w", v) {
+					v = "(not a workspace id)"
+				}
+				claimed[i] = v
+			}
+			s.appendAudit(ctx, p, auditEvent{Action: "auth.workspace_mismatch", TargetKind: "workspace",
+				WorkspaceID: p.CallerWorkspace(), Detail: map[string]any{"claimed": claimed}}, "denied")
+			return auth.Principal{}, Forbidden("X-Workspace-ID does not match the token's workspace; identity comes from the token alone")
+		}
+	}
+	return p, nil
+}
+
 // Authenticate turns a bearer token into its principal. Every failure is
-// the same 401 so that a caller learns nothing about which part was wrong.
+// the same 401 so that a caller learns nothing about which part was wrong,
+// except for the states its holder may need to know about: revoked,
+// expired, and a workspace (the token's own, or the acting one of an admin
+// token) that was removed. A token acts from its workspace; once that is
+// gone, so is the token's power.
 func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Principal, error) {
 	kind, id, secret, err := auth.Parse(bearer)
 	if err != nil {
@@ -32,11 +81,8 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Princip
 		return auth.Principal{}, Unauthorized("invalid token")
 	}
 	now := s.clock.Now()
-	if !t.RevokedAt.IsZero() {
-		return auth.Principal{}, Unauthorized("token revoked")
-	}
-	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
-		return auth.Principal{}, Unauthorized("token expired")
+	if err := s.tokenLive(ctx, t, now); err != nil {
+		return auth.Principal{}, err
 	}
 	if now.Sub(t.LastUsedAt) > touchEvery {
 		if err := s.store.TouchToken(ctx, t.ID, now); err != nil {
@@ -49,7 +95,50 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Princip
 		WorkspaceID:       t.WorkspaceID,
 		ActingWorkspaceID: t.ActingWorkspaceID,
 		TokenID:           t.ID,
+		ExpiresAt:         t.ExpiresAt,
 	}, nil
+}
+
+// tokenLive is the rule for a token that authenticated once to keep
+// working: not revoked, not expired, its workspaces not removed.
+func (s *Service) tokenLive(ctx context.Context, t store.Token, now time.Time) error {
+	if !t.RevokedAt.IsZero() {
+		return Unauthorized("token revoked")
+	}
+	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
+		return Unauthorized("token expired")
+	}
+	for _, ws := range []struct{ id, what string }{{t.WorkspaceID, "workspace"}, {t.ActingWorkspaceID, "acting workspace"}} {
+		if ws.id == "" {
+			continue
+		}
+		w, err := s.store.GetWorkspace(ctx, t.OrgID, ws.id)
+		if errors.Is(err, store.ErrNotFound) || err == nil && w.Status == StatusRemoved {
+			return Unauthorized("token's %s was removed; the token no longer works", ws.what)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Recheck reports whether the principal's token still works, for calls
+// that outlive their authentication (event streams): nil, or the 401 that
+// a new request with the token would get. Store failures are returned as
+// they are; the caller decides whether to wait for the store.
+func (s *Service) Recheck(ctx context.Context, p auth.Principal) error {
+	if p.Kind == auth.KindSystem {
+		return nil
+	}
+	t, err := s.store.GetToken(ctx, p.TokenID)
+	if errors.Is(err, store.ErrNotFound) {
+		return Unauthorized("invalid token")
+	}
+	if err != nil {
+		return err
+	}
+	return s.tokenLive(ctx, t, s.clock.Now())
 }
 
 // CreateTokenInput is a request to mint a token.

@@ -563,8 +563,7 @@ func platformOf(t *testing.T, f *authzFixture, c caller) string {
 
 // A removed workspace's token (its box's, or one an admin minted) is not
 // revoked by the delete; it must still get nothing of the org's secrets:
-// listing, writing and reading values all answer 404 as for any workspace
-// that is not there.
+// it no longer authenticates at all (401, saying why).
 func TestRemovedWorkspaceTokenReadsNoSecrets(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -590,7 +589,8 @@ func TestRemovedWorkspaceTokenReadsNoSecrets(t *testing.T) {
 	} {
 		c.Token = tok
 		r := a.send(t, c)
-		requireErrorShape(t, r, http.StatusNotFound)
+		_, msg := requireErrorShape(t, r, http.StatusUnauthorized)
+		require.Contains(t, msg, "workspace was removed")
 		require.NotContains(t, string(r.Body), "org-wide-value")
 	}
 }

@@ -65,11 +65,11 @@ func TestBadInput(t *testing.T) {
 
 	cases := []badCase{
 		// --- JSON decoding: one object, known fields, right types.
-		{name: "create/unknown-field", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x1","bogus":1}`), status: 400, code: "invalid_json"},
-		{name: "create/unknown-field-case", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x1","Start":false,"nmae":"y"}`), status: 400, code: "invalid_json"},
-		{name: "create/wrong-type-name", method: "POST", path: "/v1/workspaces", body: js(`{"name":5}`), status: 400, code: "invalid_json"},
-		{name: "create/wrong-type-protected", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x2","protected":"yes"}`), status: 400, code: "invalid_json"},
-		{name: "create/wrong-type-start", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x2","start":"no"}`), status: 400, code: "invalid_json"},
+		{name: "create/unknown-field", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x1","bogus":1}`), status: 400, code: "unknown_field"},
+		{name: "create/unknown-field-case", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x1","Start":false,"nmae":"y"}`), status: 400, code: "unknown_field"},
+		{name: "create/wrong-type-name", method: "POST", path: "/v1/workspaces", body: js(`{"name":5}`), status: 400, code: "invalid_type"},
+		{name: "create/wrong-type-protected", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x2","protected":"yes"}`), status: 400, code: "invalid_type"},
+		{name: "create/wrong-type-start", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x2","start":"no"}`), status: 400, code: "invalid_type"},
 		{name: "create/body-is-array", method: "POST", path: "/v1/workspaces", body: js(`[{"name":"x3"}]`), status: 400, code: "invalid_json"},
 		{name: "create/body-is-string", method: "POST", path: "/v1/workspaces", body: js(`"x3"`), status: 400, code: "invalid_json"},
 		{name: "create/malformed", method: "POST", path: "/v1/workspaces", body: js(`{"name":`), status: 400, code: "invalid_json"},
@@ -77,9 +77,9 @@ func TestBadInput(t *testing.T) {
 		{name: "create/empty-body", method: "POST", path: "/v1/workspaces", body: js(``), raw: true, status: 400, code: "invalid_json"},
 		{name: "create/whitespace-body", method: "POST", path: "/v1/workspaces", body: js(" \n\t"), raw: true, status: 400, code: "invalid_json"},
 		{name: "create/no-body", method: "POST", path: "/v1/workspaces", status: 400, code: "invalid_json"},
-		{name: "create/trailing-object", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x4"} {"name":"x5"}`), status: 400, code: "invalid_json"},
-		{name: "create/trailing-garbage", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x4"}garbage`), status: 400, code: "invalid_json"},
-		{name: "create/trailing-brace", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x4"}}`), status: 400, code: "invalid_json"},
+		{name: "create/trailing-object", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x4"} {"name":"x5"}`), status: 400, code: "trailing_data"},
+		{name: "create/trailing-garbage", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x4"}garbage`), status: 400, code: "trailing_data"},
+		{name: "create/trailing-brace", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x4"}}`), status: 400, code: "trailing_data"},
 		{name: "create/over-1MiB", method: "POST", path: "/v1/workspaces", body: bigCreate, status: 413, code: "too_large"},
 		{name: "patch/over-1MiB", method: "PATCH", path: W, body: bigCreate, status: 413, code: "too_large"},
 		{name: "secret-put/over-1MiB", method: "PUT", path: W + "/secrets/BIG", body: bigBody, status: 413, code: "too_large"},
@@ -113,12 +113,12 @@ func TestBadInput(t *testing.T) {
 		{name: "create/unknown-parent", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x9","parent_id":"` + unknownWS + `"}`), status: 404, code: "not_found"},
 		{name: "create/junk-parent", method: "POST", path: "/v1/workspaces", body: js(`{"name":"x9","parent_id":"../etc"}`), status: 404, code: "not_found"},
 
-		{name: "patch/unknown-field", method: "PATCH", path: W, body: js(`{"kind":"platform"}`), status: 400, code: "invalid_json"},
-		{name: "patch/status-not-patchable", method: "PATCH", path: W, body: js(`{"status":"running"}`), status: 400, code: "invalid_json"},
-		{name: "patch/wrong-type", method: "PATCH", path: W, body: js(`{"protected":1}`), status: 400, code: "invalid_json"},
+		{name: "patch/unknown-field", method: "PATCH", path: W, body: js(`{"kind":"platform"}`), status: 400, code: "unknown_field"},
+		{name: "patch/status-not-patchable", method: "PATCH", path: W, body: js(`{"status":"running"}`), status: 400, code: "unknown_field"},
+		{name: "patch/wrong-type", method: "PATCH", path: W, body: js(`{"protected":1}`), status: 400, code: "invalid_type"},
 		{name: "patch/malformed", method: "PATCH", path: W, body: js(`{"protected":tru}`), status: 400, code: "invalid_json"},
 		{name: "patch/empty-body", method: "PATCH", path: W, body: js(``), raw: true, status: 400, code: "invalid_json"},
-		{name: "patch/trailing", method: "PATCH", path: W, body: js(`{"protected":true}[]`), status: 400, code: "invalid_json"},
+		{name: "patch/trailing", method: "PATCH", path: W, body: js(`{"protected":true}[]`), status: 400, code: "trailing_data"},
 		{name: "patch/invalid-name", method: "PATCH", path: W, body: js(`{"name":"no spaces"}`), status: 400, code: "invalid_name"},
 		{name: "patch/duplicate-sibling-name", method: "PATCH", path: W, body: js(`{"name":"sibling"}`), status: 409, code: "conflict"},
 		{name: "patch/bad-restart-policy", method: "PATCH", path: W, body: js(`{"restart_policy":"never"}`), status: 400, code: "invalid_restart_policy"},
@@ -157,18 +157,18 @@ func TestBadInput(t *testing.T) {
 		{name: "token/workspace-with-acting", method: "POST", path: "/v1/tokens", body: js(`{"kind":"workspace","name":"t","workspace_id":"` + ws.ID + `","acting_workspace_id":"` + ws.ID + `"}`), status: 400, code: "invalid_field"},
 		{name: "token/unknown-workspace", method: "POST", path: "/v1/tokens", body: js(`{"kind":"workspace","name":"t","workspace_id":"` + unknownWS + `"}`), status: 404, code: "not_found"},
 		{name: "token/expiry-in-past", method: "POST", path: "/v1/tokens", body: js(`{"kind":"admin","name":"t","expires_at":"2001-01-01T00:00:00Z"}`), status: 400, code: "invalid_expiry"},
-		{name: "token/expiry-not-a-time", method: "POST", path: "/v1/tokens", body: js(`{"kind":"admin","name":"t","expires_at":"tomorrow"}`), status: 400, code: "invalid_json"},
-		{name: "token/expiry-wrong-type", method: "POST", path: "/v1/tokens", body: js(`{"kind":"admin","name":"t","expires_at":12}`), status: 400, code: "invalid_json"},
-		{name: "token/unknown-field", method: "POST", path: "/v1/tokens", body: js(`{"kind":"admin","name":"t","scopes":["all"]}`), status: 400, code: "invalid_json"},
+		{name: "token/expiry-not-a-time", method: "POST", path: "/v1/tokens", body: js(`{"kind":"admin","name":"t","expires_at":"tomorrow"}`), status: 400, code: "invalid_timestamp"},
+		{name: "token/expiry-wrong-type", method: "POST", path: "/v1/tokens", body: js(`{"kind":"admin","name":"t","expires_at":12}`), status: 400, code: "invalid_timestamp"},
+		{name: "token/unknown-field", method: "POST", path: "/v1/tokens", body: js(`{"kind":"admin","name":"t","scopes":["all"]}`), status: 400, code: "unknown_field"},
 
 		// --- restart, heartbeat bodies.
-		{name: "restart/unknown-field", method: "POST", path: W + "/restart", body: js(`{"why":"x"}`), status: 400, code: "invalid_json"},
+		{name: "restart/unknown-field", method: "POST", path: W + "/restart", body: js(`{"why":"x"}`), status: 400, code: "unknown_field"},
 		{name: "restart/reason-too-long", method: "POST", path: W + "/restart", body: js(`{"reason":"` + strings.Repeat("r", 1001) + `"}`), status: 400, code: "invalid_reason"},
 		{name: "restart/external", method: "POST", path: "/v1/workspaces/" + ext.ID + "/restart", status: 422, code: "external_runtime"},
 		{name: "resume/not-paused", method: "POST", path: W + "/resume", status: 409, code: "conflict"},
 		{name: "heartbeat/zero-generation", method: "POST", path: W + "/heartbeat", token: wsTok, body: js(`{"generation":0}`), status: 400, code: "invalid_generation"},
-		{name: "heartbeat/wrong-type", method: "POST", path: W + "/heartbeat", token: wsTok, body: js(`{"generation":"1"}`), status: 400, code: "invalid_json"},
-		{name: "heartbeat/unknown-field", method: "POST", path: W + "/heartbeat", token: wsTok, body: js(`{"generation":1,"gen":1}`), status: 400, code: "invalid_json"},
+		{name: "heartbeat/wrong-type", method: "POST", path: W + "/heartbeat", token: wsTok, body: js(`{"generation":"1"}`), status: 400, code: "invalid_type"},
+		{name: "heartbeat/unknown-field", method: "POST", path: W + "/heartbeat", token: wsTok, body: js(`{"generation":1,"gen":1}`), status: 400, code: "unknown_field"},
 		{name: "heartbeat/stale-generation", method: "POST", path: W + "/heartbeat", token: wsTok, body: js(`{"generation":7}`), status: 409, code: "conflict"},
 
 		// --- query parameters.
@@ -177,7 +177,7 @@ func TestBadInput(t *testing.T) {
 		{name: "global-put/dry_run=maybe", method: "PUT", path: "/v1/secrets/NEW_KEY?dry_run=maybe", body: js(`{"value":"v"}`), status: 400, code: "invalid_query"},
 		{name: "global-delete/dry_run=maybe", method: "DELETE", path: "/v1/secrets/GLOBAL_ONE?dry_run=maybe", status: 400, code: "invalid_query"},
 		{name: "delete/cascade=x", method: "DELETE", path: W + "?cascade=x", status: 400, code: "invalid_query"},
-		{name: "delete/cascade-empty-means-false", method: "DELETE", path: W + "?cascade=", status: 409, code: "conflict"},
+		{name: "delete/cascade-empty", method: "DELETE", path: W + "?cascade=", status: 400, code: "invalid_query"},
 		{name: "audit/limit=-1", method: "GET", path: "/v1/audit?limit=-1", status: 400, code: "invalid_query"},
 		{name: "audit/limit=abc", method: "GET", path: "/v1/audit?limit=abc", status: 400, code: "invalid_query"},
 		{name: "audit/limit=1001", method: "GET", path: "/v1/audit?limit=1001", status: 400, code: "invalid_limit"},
@@ -212,15 +212,15 @@ func TestBadInput(t *testing.T) {
 		add("key-reserved-LD_PRELOAD", "LD_PRELOAD", ok, 400, "reserved_key")
 		add("key-reserved-LD_LIBRARY_PATH", "LD_LIBRARY_PATH", ok, 400, "reserved_key")
 		add("value-over-64KiB", "BIG_VALUE", mustJSON(t, map[string]string{"value": over64K}), 400, "value_too_large")
-		add("value-number", "NUM", js(`{"value":12345}`), 400, "invalid_json")
-		add("value-bool", "NUM", js(`{"value":true}`), 400, "invalid_json")
-		add("value-object", "NUM", js(`{"value":{"a":"b"}}`), 400, "invalid_json")
-		add("value-array", "NUM", js(`{"value":["a"]}`), 400, "invalid_json")
+		add("value-number", "NUM", js(`{"value":12345}`), 400, "invalid_type")
+		add("value-bool", "NUM", js(`{"value":true}`), 400, "invalid_type")
+		add("value-object", "NUM", js(`{"value":{"a":"b"}}`), 400, "invalid_type")
+		add("value-array", "NUM", js(`{"value":["a"]}`), 400, "invalid_type")
 		add("value-null", "NUM", js(`{"value":null}`), 400, "missing_field")
 		add("value-missing", "NUM", js(`{}`), 400, "missing_field")
-		add("unknown-field", "NUM", js(`{"value":"v","scope":"global"}`), 400, "invalid_json")
+		add("unknown-field", "NUM", js(`{"value":"v","scope":"global"}`), 400, "unknown_field")
 		add("malformed", "NUM", js(`{"value":"v"`), 400, "invalid_json")
-		add("trailing", "NUM", js(`{"value":"v"}{"value":"w"}`), 400, "invalid_json")
+		add("trailing", "NUM", js(`{"value":"v"}{"value":"w"}`), 400, "trailing_data")
 		add("body-is-string", "NUM", js(`"v"`), 400, "invalid_json")
 		cases = append(cases,
 			badCase{name: scope.name + "-secret/empty-body", method: "PUT", path: scope.prefix + "NUM", body: js(``), raw: true, status: 400, code: "invalid_json"},

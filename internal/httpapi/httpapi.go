@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -21,15 +22,14 @@ import (
 	"github.com/orgplane/orgplane/internal/ids"
 )
 
-// MaxBody is the largest request body accepted.
-const MaxBody = 1 << 20
-
 // Server serves the API.
 type Server struct {
 	svc     *core.Service
 	log     *slog.Logger
 	router  chi.Router
 	metrics http.Handler
+	limits  Limits
+	streams *streams
 }
 
 // Options configure the server.
@@ -40,11 +40,14 @@ type Options struct {
 	// Extra mounts more routes on the router (e.g. the MCP endpoint, the
 	// canvas) behind the same middleware.
 	Extra func(r chi.Router, authn func(http.Handler) http.Handler)
+	// Limits bound connections and event streams.
+	Limits Limits
 }
 
 // New returns the API handler over svc.
 func New(svc *core.Service, opts Options) *Server {
-	s := &Server{svc: svc, log: opts.Logger, metrics: opts.Metrics}
+	s := &Server{svc: svc, log: opts.Logger, metrics: opts.Metrics, limits: opts.Limits, streams: newStreams()}
+	s.limits.defaults()
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -82,10 +85,6 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, 200, map[string]string{"status": "ready"})
 }
-
-type ctxKey int
-
-const statusKey ctxKey = iota
 
 func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -147,33 +146,23 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 	})
 }
 
-// authenticate derives the principal from the bearer token, once. A
-// X-Workspace-ID header never establishes identity; one that disagrees with
-// the token is refused.
+// authenticate derives the principal from the request's credentials, once
+// (the rules are the service's: core.Service.AuthenticateRequest).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Get("Authorization")
-		scheme, token, ok := strings.Cut(h, " ")
-		if h == "" {
-			writeError(w, core.Unauthorized("missing bearer token"))
-			return
-		}
-		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-			writeError(w, core.Unauthorized("malformed Authorization header: want \"Bearer <token>\""))
-			return
-		}
-		p, err := s.svc.Authenticate(r.Context(), strings.TrimSpace(token))
+		p, err := s.svc.AuthenticateRequest(r.Context(), core.Credentials{
+			Authorization:    r.Header.Values("Authorization"),
+			ClaimedWorkspace: r.Header.Values("X-Workspace-ID"),
+		})
 		if err != nil {
+			// An unauthenticated caller gets its answer and the connection
+			// is not kept for it: its body (perhaps trickling) is not read.
+			w.Header().Set("Connection", "close")
 			s.fail(w, r, err)
 			return
 		}
-		if hdr := r.Header.Values("X-Workspace-ID"); len(hdr) > 0 {
-			if len(hdr) > 1 || hdr[0] == "" || hdr[0] != p.CallerWorkspace() {
-				writeError(w, core.Forbidden("X-Workspace-ID does not match the token's workspace; identity comes from the token alone"))
-				return
-			}
-		}
-		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		ctx := core.WithAuditMark(auth.WithPrincipal(r.Context(), p))
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -200,9 +189,20 @@ func writeError(w http.ResponseWriter, e *core.Error) {
 }
 
 // fail writes err; internal errors are logged with the request id and
-// answered without detail.
+// answered without detail. A refusal of an authenticated call that the
+// service did not audit (the edge's own, a read's, a heartbeat's) is
+// audited here, through the service: every refused call is in the log.
+// Not-found answers are left out: they are how other orgs' objects look,
+// and every write's are audited by the service already.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	e := core.AsError(err)
+	if e.Status >= 400 && e.Status < 500 && e.Status != http.StatusNotFound {
+		route := r.URL.Path
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern() // ids and keys stay out of the entry
+		}
+		s.svc.AuditRefusal(r.Context(), r.Method, route, e)
+	}
 	if e.Status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status,
 			"request_id", auth.RequestID(r.Context()), "err", err)
@@ -210,90 +210,54 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, e)
 }
 
-// decode reads a JSON body strictly: one object, no unknown fields, at most
-// MaxBody bytes.
-func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &core.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
-				Message: fmt.Sprintf("request body is over %d bytes", MaxBody)}
-		}
-		return core.BadRequest("read body: %v", err)
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return core.Invalid("invalid_json", "request body is empty; want a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return core.Invalid("invalid_json", "%s", jsonErr(err))
-	}
-	if dec.More() {
-		return core.Invalid("invalid_json", "request body has data after the JSON object")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err != io.EOF {
-		return core.Invalid("invalid_json", "request body has data after the JSON object")
-	}
-	return nil
-}
+// refuse answers a call the edge refuses (its body or query string); fail
+// has it audited.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) { s.fail(w, r, err) }
 
-func jsonErr(err error) string {
-	var te *json.UnmarshalTypeError
-	var se *json.SyntaxError
-	switch {
-	case errors.As(err, &te):
-		if te.Field != "" {
-			return fmt.Sprintf("field %q must be %s, not %s", te.Field, jsonType(te.Type.Kind().String()), te.Value)
-		}
-		return fmt.Sprintf("body must be a JSON object, not %s", te.Value)
-	case errors.As(err, &se):
-		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "malformed JSON: unexpected end of body"
-	}
-	return "malformed JSON"
-}
-
-func jsonType(kind string) string {
-	switch kind {
-	case "int", "int64", "int32", "float64", "uint", "uint64":
-		return "a number"
-	case "bool":
-		return "a boolean"
-	case "string":
-		return "a string"
-	case "slice":
-		return "an array"
-	case "map", "struct":
-		return "an object"
-	}
-	return kind
-}
-
-// noBody refuses a body on an endpoint that takes none: a body there is a
-// caller's mistake (perhaps a field it thinks is honoured), never ignored.
-func noBody(w http.ResponseWriter, r *http.Request) error {
+// readBody reads at most MaxBody bytes of the request body.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *core.Error) {
 	if r.Body == nil {
-		return nil
+		return nil, nil
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &core.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
+			return nil, &core.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
 				Message: fmt.Sprintf("request body is over %d bytes", MaxBody)}
 		}
-		return core.BadRequest("read body: %v", err)
+		return nil, core.BadRequest("read body: %v", err)
 	}
-	if len(bytes.TrimSpace(b)) > 0 {
-		return core.Invalid("unexpected_body", "%s %s takes no request body", r.Method, r.URL.Path)
+	return b, nil
+}
+
+// decode reads the JSON body into v strictly (see decodeJSON); on refusal
+// it answers and returns false.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := readBody(w, r)
+	if err == nil {
+		err = decodeJSON(r.Header.Get("Content-Type"), body, v)
 	}
-	return nil
+	if err != nil {
+		s.refuse(w, r, err)
+		return false
+	}
+	return true
+}
+
+// noBody refuses a body on an endpoint that takes none: a body there is a
+// caller's mistake (perhaps a field it thinks is honoured), never ignored.
+// On refusal it answers and returns false.
+func (s *Server) noBody(w http.ResponseWriter, r *http.Request) bool {
+	b, err := readBody(w, r)
+	if err == nil && len(bytes.TrimSpace(b)) > 0 {
+		err = core.Invalid("unexpected_body", "%s %s takes no request body", r.Method, r.URL.Path)
+	}
+	if err != nil {
+		s.refuse(w, r, err)
+		return false
+	}
+	return true
 }
 
 // dryRunOnlyOnSecrets refuses ?dry_run on writes that cannot honour it:
@@ -301,12 +265,25 @@ func noBody(w http.ResponseWriter, r *http.Request) error {
 // the worst answer.
 func dryRunOnlyOnSecrets(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := r.URL.Query()["dry_run"]; ok && r.Method != http.MethodGet && !strings.Contains(r.URL.Path, "/secrets/") {
+		if r.Method != http.MethodGet && !strings.Contains(r.URL.Path, "/secrets/") && mentionsDryRun(r.URL.RawQuery) {
 			writeError(w, core.Invalid("dry_run_unsupported", "dry_run is supported on secret writes (PUT/DELETE .../secrets/{key}); %s %s would really change things", r.Method, r.URL.Path))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// mentionsDryRun reports whether a query string names dry_run in any
+// spelling ("dryrun", "dry-run", "DRY_RUN"): what matters is what the
+// caller meant.
+func mentionsDryRun(raw string) bool {
+	for part := range strings.SplitSeq(raw, "&") {
+		name, _, _ := strings.Cut(part, "=")
+		if n, err := url.QueryUnescape(name); err == nil && fold(n) == "dryrun" {
+			return true
+		}
+	}
+	return false
 }
 
 // ctx is a shorthand for handlers.

@@ -38,9 +38,8 @@ func canary(t *testing.T, what string) string {
 
 // outputs collects everything the test saw, by where it came from.
 type outputs struct {
-	mu     sync.Mutex
-	seen   map[string][]byte // label -> bytes (everything but /values)
-	values [][]byte          // the /values answers
+	mu   sync.Mutex
+	seen map[string][]byte // label -> bytes (everything but /values)
 }
 
 func (o *outputs) add(label string, b []byte) {

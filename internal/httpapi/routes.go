@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -14,21 +13,38 @@ import (
 	"github.com/orgplane/orgplane/internal/store"
 )
 
+// handler is an endpoint: it gets the request's query string, already
+// checked against the parameters the route declares.
+type handler func(w http.ResponseWriter, r *http.Request, q query)
+
+// handle registers h; params are the query parameters the route takes,
+// exactly: any other name, a repeated one, or a query string that does not
+// parse is refused before h runs.
+func (s *Server) handle(r chi.Router, method, pattern string, h handler, params ...string) {
+	r.Method(method, pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, ok := s.q(w, r, params...)
+		if !ok {
+			return
+		}
+		h(w, r, q)
+	}))
+}
+
 func (s *Server) routes(r chi.Router) {
-	r.Get("/whoami", s.whoami)
-	r.Get("/workspaces", s.listWorkspaces)
-	r.Post("/workspaces", s.createWorkspace)
-	r.Get("/workspaces/{id}", s.getWorkspace)
-	r.Patch("/workspaces/{id}", s.patchWorkspace)
-	r.Delete("/workspaces/{id}", s.deleteWorkspace)
-	r.Get("/tokens", s.listTokens)
-	r.Post("/tokens", s.createToken)
-	r.Delete("/tokens/{id}", s.revokeToken)
-	r.Get("/audit", s.listAudit)
+	s.handle(r, "GET", "/whoami", s.whoami)
+	s.handle(r, "GET", "/workspaces", s.listWorkspaces)
+	s.handle(r, "POST", "/workspaces", s.createWorkspace)
+	s.handle(r, "GET", "/workspaces/{id}", s.getWorkspace)
+	s.handle(r, "PATCH", "/workspaces/{id}", s.patchWorkspace)
+	s.handle(r, "DELETE", "/workspaces/{id}", s.deleteWorkspace, "cascade")
+	s.handle(r, "GET", "/tokens", s.listTokens)
+	s.handle(r, "POST", "/tokens", s.createToken)
+	s.handle(r, "DELETE", "/tokens/{id}", s.revokeToken)
+	s.handle(r, "GET", "/audit", s.listAudit, "workspace_id", "limit", "before")
 	s.boxRoutes(r)
 }
 
-func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, q query) {
 	p, _ := auth.FromContext(r.Context())
 	writeJSON(w, 200, client.Whoami{Principal: client.Principal{
 		Kind: p.Kind, OrgID: p.OrgID, WorkspaceID: p.WorkspaceID,
@@ -54,7 +70,7 @@ func WorkspaceJSON(w core.Workspace) client.Workspace {
 	return out
 }
 
-func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, q query) {
 	list, err := s.svc.ListWorkspaces(ctx(r))
 	if err != nil {
 		s.fail(w, r, err)
@@ -67,10 +83,9 @@ func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, out)
 }
 
-func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request, q query) {
 	var in client.CreateWorkspace
-	if err := decode(w, r, &in); err != nil {
-		s.fail(w, r, err)
+	if !s.decode(w, r, &in) {
 		return
 	}
 	ws, err := s.svc.CreateWorkspace(ctx(r), core.CreateWorkspaceInput{
@@ -84,7 +99,7 @@ func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, WorkspaceJSON(ws))
 }
 
-func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request, q query) {
 	ws, err := s.svc.GetWorkspace(ctx(r), chi.URLParam(r, "id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -93,10 +108,9 @@ func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, WorkspaceJSON(ws))
 }
 
-func (s *Server) patchWorkspace(w http.ResponseWriter, r *http.Request) {
+func (s *Server) patchWorkspace(w http.ResponseWriter, r *http.Request, q query) {
 	var in client.PatchWorkspace
-	if err := decode(w, r, &in); err != nil {
-		s.fail(w, r, err)
+	if !s.decode(w, r, &in) {
 		return
 	}
 	ws, err := s.svc.UpdateWorkspace(ctx(r), chi.URLParam(r, "id"), core.PatchWorkspaceInput{
@@ -109,26 +123,13 @@ func (s *Server) patchWorkspace(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, WorkspaceJSON(ws))
 }
 
-func boolQuery(r *http.Request, name string) (bool, error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return false, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return false, core.Invalid("invalid_query", "%s must be true or false; got %q", name, v)
-	}
-	return b, nil
-}
-
-func (s *Server) deleteWorkspace(w http.ResponseWriter, r *http.Request) {
-	if err := noBody(w, r); err != nil {
-		s.fail(w, r, err)
+func (s *Server) deleteWorkspace(w http.ResponseWriter, r *http.Request, q query) {
+	if !s.noBody(w, r) {
 		return
 	}
-	cascade, err := boolQuery(r, "cascade")
-	if err != nil {
-		s.fail(w, r, err)
+	cascade, qerr := q.Bool("cascade")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
 		return
 	}
 	removed, err := s.svc.DeleteWorkspace(ctx(r), chi.URLParam(r, "id"), cascade)
@@ -155,7 +156,7 @@ func TokenJSON(t store.Token) client.Token {
 	}
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, q query) {
 	list, err := s.svc.ListTokens(ctx(r))
 	if err != nil {
 		s.fail(w, r, err)
@@ -168,10 +169,9 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, out)
 }
 
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, q query) {
 	var in client.CreateToken
-	if err := decode(w, r, &in); err != nil {
-		s.fail(w, r, err)
+	if !s.decode(w, r, &in) {
 		return
 	}
 	ci := core.CreateTokenInput{Kind: in.Kind, Name: in.Name, WorkspaceID: in.WorkspaceID, ActingWorkspaceID: in.ActingWorkspaceID}
@@ -186,9 +186,8 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, client.CreatedToken{Token: TokenJSON(t), Secret: secret})
 }
 
-func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
-	if err := noBody(w, r); err != nil {
-		s.fail(w, r, err)
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, q query) {
+	if !s.noBody(w, r) {
 		return
 	}
 	if err := s.svc.RevokeToken(ctx(r), chi.URLParam(r, "id")); err != nil {
@@ -198,34 +197,27 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func intQuery(r *http.Request, name string) (int64, error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, core.Invalid("invalid_query", "%s must be a non-negative integer; got %q", name, v)
-	}
-	return n, nil
-}
-
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
-	limit, err := intQuery(r, "limit")
-	if err != nil {
-		s.fail(w, r, err)
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, q query) {
+	limit, qerr := q.Int("limit")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
 		return
 	}
-	before, err := intQuery(r, "before")
-	if err != nil {
-		s.fail(w, r, err)
+	before, qerr := q.Int("before")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
+		return
+	}
+	wsID, qerr := q.ID("workspace_id", "w")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
 		return
 	}
 	if limit == 0 {
 		limit = 100
 	}
 	list, err := s.svc.ListAudit(ctx(r), store.AuditFilter{
-		WorkspaceID: r.URL.Query().Get("workspace_id"), Before: before, Limit: int(limit),
+		WorkspaceID: wsID, Before: before, Limit: int(limit),
 	})
 	if err != nil {
 		s.fail(w, r, err)

@@ -1,38 +1,34 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
 func (s *Server) boxRoutes(r chi.Router) {
-	r.Post("/workspaces/{id}/restart", s.restartWorkspace)
-	r.Post("/workspaces/{id}/pause", s.pauseWorkspace)
-	r.Post("/workspaces/{id}/resume", s.resumeWorkspace)
-	r.Get("/workspaces/{id}/restarts", s.listRestarts)
-	r.Post("/workspaces/{id}/heartbeat", s.heartbeat)
-	r.Get("/workspaces/{id}/logs", s.logs)
-	r.Get("/restarts", s.listOrgRestarts)
-	r.Get("/restarts/{id}", s.getRestart)
+	s.handle(r, "POST", "/workspaces/{id}/restart", s.restartWorkspace)
+	s.handle(r, "POST", "/workspaces/{id}/pause", s.pauseWorkspace)
+	s.handle(r, "POST", "/workspaces/{id}/resume", s.resumeWorkspace)
+	s.handle(r, "GET", "/workspaces/{id}/restarts", s.listRestarts, "limit")
+	s.handle(r, "POST", "/workspaces/{id}/heartbeat", s.heartbeat)
+	s.handle(r, "GET", "/workspaces/{id}/logs", s.logs, "tail")
+	s.handle(r, "GET", "/restarts", s.listOrgRestarts, "limit")
+	s.handle(r, "GET", "/restarts/{id}", s.getRestart)
 
-	r.Get("/workspaces/{id}/secrets", s.listWorkspaceSecrets)
-	r.Get("/workspaces/{id}/secrets/values", s.secretValues)
-	r.Put("/workspaces/{id}/secrets/{key}", s.putWorkspaceSecret)
-	r.Delete("/workspaces/{id}/secrets/{key}", s.deleteWorkspaceSecret)
-	r.Get("/secrets", s.listGlobalSecrets)
-	r.Put("/secrets/{key}", s.putGlobalSecret)
-	r.Delete("/secrets/{key}", s.deleteGlobalSecret)
+	s.handle(r, "GET", "/workspaces/{id}/secrets", s.listWorkspaceSecrets)
+	s.handle(r, "GET", "/workspaces/{id}/secrets/values", s.secretValues)
+	s.handle(r, "PUT", "/workspaces/{id}/secrets/{key}", s.putWorkspaceSecret, "dry_run")
+	s.handle(r, "DELETE", "/workspaces/{id}/secrets/{key}", s.deleteWorkspaceSecret, "dry_run")
+	s.handle(r, "GET", "/secrets", s.listGlobalSecrets)
+	s.handle(r, "PUT", "/secrets/{key}", s.putGlobalSecret, "dry_run")
+	s.handle(r, "DELETE", "/secrets/{key}", s.deleteGlobalSecret, "dry_run")
 
-	r.Get("/events", s.eventsStream)
+	s.handle(r, "GET", "/events", s.eventsStream)
 }
 
 // JobJSON converts a restart job to its API shape.
@@ -57,11 +53,10 @@ type restartBody struct {
 	Reason string `json:"reason"`
 }
 
-func (s *Server) restartWorkspace(w http.ResponseWriter, r *http.Request) {
+func (s *Server) restartWorkspace(w http.ResponseWriter, r *http.Request, q query) {
 	var in restartBody
 	if r.ContentLength != 0 {
-		if err := decode(w, r, &in); err != nil {
-			s.fail(w, r, err)
+		if !s.decode(w, r, &in) {
 			return
 		}
 	}
@@ -73,9 +68,8 @@ func (s *Server) restartWorkspace(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]client.RestartJob{"job": JobJSON(j)})
 }
 
-func (s *Server) pauseWorkspace(w http.ResponseWriter, r *http.Request) {
-	if err := noBody(w, r); err != nil {
-		s.fail(w, r, err)
+func (s *Server) pauseWorkspace(w http.ResponseWriter, r *http.Request, q query) {
+	if !s.noBody(w, r) {
 		return
 	}
 	ws, err := s.svc.PauseWorkspace(ctx(r), chi.URLParam(r, "id"))
@@ -86,9 +80,8 @@ func (s *Server) pauseWorkspace(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, WorkspaceJSON(ws))
 }
 
-func (s *Server) resumeWorkspace(w http.ResponseWriter, r *http.Request) {
-	if err := noBody(w, r); err != nil {
-		s.fail(w, r, err)
+func (s *Server) resumeWorkspace(w http.ResponseWriter, r *http.Request, q query) {
+	if !s.noBody(w, r) {
 		return
 	}
 	ws, err := s.svc.ResumeWorkspace(ctx(r), chi.URLParam(r, "id"))
@@ -99,10 +92,10 @@ func (s *Server) resumeWorkspace(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, WorkspaceJSON(ws))
 }
 
-func (s *Server) listRestarts(w http.ResponseWriter, r *http.Request) {
-	limit, err := intQuery(r, "limit")
-	if err != nil {
-		s.fail(w, r, err)
+func (s *Server) listRestarts(w http.ResponseWriter, r *http.Request, q query) {
+	limit, qerr := q.Int("limit")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
 		return
 	}
 	list, err := s.svc.ListRestarts(ctx(r), chi.URLParam(r, "id"), int(limit))
@@ -113,10 +106,10 @@ func (s *Server) listRestarts(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, jobsJSON(list))
 }
 
-func (s *Server) listOrgRestarts(w http.ResponseWriter, r *http.Request) {
-	limit, err := intQuery(r, "limit")
-	if err != nil {
-		s.fail(w, r, err)
+func (s *Server) listOrgRestarts(w http.ResponseWriter, r *http.Request, q query) {
+	limit, qerr := q.Int("limit")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
 		return
 	}
 	list, err := s.svc.ListOrgRestarts(ctx(r), int(limit))
@@ -127,7 +120,7 @@ func (s *Server) listOrgRestarts(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, jobsJSON(list))
 }
 
-func (s *Server) getRestart(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getRestart(w http.ResponseWriter, r *http.Request, q query) {
 	j, err := s.svc.GetRestart(ctx(r), chi.URLParam(r, "id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -142,10 +135,9 @@ type heartbeatBody struct {
 	Status      string `json:"status,omitempty"`
 }
 
-func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, q query) {
 	var in heartbeatBody
-	if err := decode(w, r, &in); err != nil {
-		s.fail(w, r, err)
+	if !s.decode(w, r, &in) {
 		return
 	}
 	ws, err := s.svc.Heartbeat(ctx(r), chi.URLParam(r, "id"), in.Generation, in.Fingerprint)
@@ -156,10 +148,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]any{"workspace_id": ws.ID, "generation": ws.Generation, "status": ws.Status})
 }
 
-func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
-	tail, err := intQuery(r, "tail")
-	if err != nil {
-		s.fail(w, r, err)
+func (s *Server) logs(w http.ResponseWriter, r *http.Request, q query) {
+	tail, qerr := q.Int("tail")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
 		return
 	}
 	b, err := s.svc.Logs(ctx(r), chi.URLParam(r, "id"), int(tail))
@@ -191,15 +183,15 @@ func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request, wsID string
 	writeJSON(w, 200, secretsJSON(list))
 }
 
-func (s *Server) listWorkspaceSecrets(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listWorkspaceSecrets(w http.ResponseWriter, r *http.Request, q query) {
 	s.listSecrets(w, r, chi.URLParam(r, "id"))
 }
 
-func (s *Server) listGlobalSecrets(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listGlobalSecrets(w http.ResponseWriter, r *http.Request, q query) {
 	s.listSecrets(w, r, "")
 }
 
-func (s *Server) secretValues(w http.ResponseWriter, r *http.Request) {
+func (s *Server) secretValues(w http.ResponseWriter, r *http.Request, q query) {
 	env, err := s.svc.SecretValues(ctx(r), chi.URLParam(r, "id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -221,19 +213,18 @@ func writeResult(out core.SecretWrite) client.SecretWrite {
 	return res
 }
 
-func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, wsID string) {
-	dry, err := boolQuery(r, "dry_run")
-	if err != nil {
-		s.fail(w, r, err)
+func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, q query, wsID string) {
+	dry, qerr := q.Bool("dry_run")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
 		return
 	}
 	var in secretBody
-	if err := decode(w, r, &in); err != nil {
-		s.fail(w, r, err)
+	if !s.decode(w, r, &in) {
 		return
 	}
 	if in.Value == nil {
-		s.fail(w, r, core.Invalid("missing_field", "value is required (a string)"))
+		s.refuse(w, r, core.Invalid("missing_field", "value is required (a string)"))
 		return
 	}
 	out, err := s.svc.SetSecret(ctx(r), wsID, chi.URLParam(r, "key"), *in.Value, dry)
@@ -244,14 +235,13 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, wsID string) 
 	writeJSON(w, 200, writeResult(out))
 }
 
-func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, wsID string) {
-	if err := noBody(w, r); err != nil {
-		s.fail(w, r, err)
+func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, q query, wsID string) {
+	if !s.noBody(w, r) {
 		return
 	}
-	dry, err := boolQuery(r, "dry_run")
-	if err != nil {
-		s.fail(w, r, err)
+	dry, qerr := q.Bool("dry_run")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
 		return
 	}
 	out, err := s.svc.DeleteSecret(ctx(r), wsID, chi.URLParam(r, "key"), dry)
@@ -262,53 +252,15 @@ func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, wsID strin
 	writeJSON(w, 200, writeResult(out))
 }
 
-func (s *Server) putWorkspaceSecret(w http.ResponseWriter, r *http.Request) {
-	s.putSecret(w, r, chi.URLParam(r, "id"))
+func (s *Server) putWorkspaceSecret(w http.ResponseWriter, r *http.Request, q query) {
+	s.putSecret(w, r, q, chi.URLParam(r, "id"))
 }
-func (s *Server) deleteWorkspaceSecret(w http.ResponseWriter, r *http.Request) {
-	s.deleteSecret(w, r, chi.URLParam(r, "id"))
+func (s *Server) deleteWorkspaceSecret(w http.ResponseWriter, r *http.Request, q query) {
+	s.deleteSecret(w, r, q, chi.URLParam(r, "id"))
 }
-func (s *Server) putGlobalSecret(w http.ResponseWriter, r *http.Request) { s.putSecret(w, r, "") }
-func (s *Server) deleteGlobalSecret(w http.ResponseWriter, r *http.Request) {
-	s.deleteSecret(w, r, "")
+func (s *Server) putGlobalSecret(w http.ResponseWriter, r *http.Request, q query) {
+	s.putSecret(w, r, q, "")
 }
-
-// eventsStream serves the org's changes as Server-Sent Events. A workspace
-// token sees only its own workspace's events.
-func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request) {
-	p, _ := auth.FromContext(r.Context())
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		s.fail(w, r, fmt.Errorf("streaming unsupported"))
-		return
-	}
-	ch, cancel := s.svc.Events().Subscribe(p.OrgID)
-	defer cancel()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(200)
-	fmt.Fprint(w, ": orgplane events\n\n")
-	fl.Flush()
-	keep := time.NewTicker(15 * time.Second)
-	defer keep.Stop()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-keep.C:
-			fmt.Fprint(w, ": keep-alive\n\n")
-			fl.Flush()
-		case ev, ok := <-ch:
-			if !ok {
-				return
-			}
-			if p.Kind == auth.KindWorkspace && ev.WorkspaceID != p.WorkspaceID {
-				continue
-			}
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
-			fl.Flush()
-		}
-	}
+func (s *Server) deleteGlobalSecret(w http.ResponseWriter, r *http.Request, q query) {
+	s.deleteSecret(w, r, q, "")
 }

@@ -47,7 +47,9 @@ type Config struct {
 	// BoxUIDs and BoxDir isolate process boxes (see process.Config).
 	BoxUIDs process.UIDRange
 	BoxDir  string
-	Logger  *slog.Logger
+	// HTTP bounds connections and event streams (timeouts, stream caps).
+	HTTP   httpapi.Limits
+	Logger *slog.Logger
 	// Bootstrap runs once the service has started and before the API
 	// answers: /readyz is 200 only when it has finished.
 	Bootstrap func(ctx context.Context, svc *core.Service) error
@@ -139,14 +141,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	api := httpapi.New(svc, httpapi.Options{Logger: log,
+	api := httpapi.New(svc, httpapi.Options{Logger: log, Limits: cfg.HTTP,
 		Metrics: promhttp.HandlerFor(svc.Metrics().Registry, promhttp.HandlerOpts{})})
-	s.http = &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	s.http = api.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	go func() {
 		err := s.http.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {
