@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,8 +37,9 @@ var (
 // from several goroutines against both replicas: global and workspace
 // secret writes and deletes, admin restarts (the platform's too), pauses
 // and resumes of subtrees, cascading deletes of small subtrees, re-parents,
-// creations. Once the control planes are quiet it checks, from /proc and
-// through the API, that no restart was lost or doubled:
+// creations, and a few box deaths (kill -9 of a workspace's box). Once
+// the control planes are quiet it checks, from /proc and through the API,
+// that no restart was lost or doubled:
 //   - every live, non-paused workspace runs exactly one box, of its current
 //     generation, whose env is the workspace's current effective env (asked
 //     with the box's own token) and whose env fingerprint the control plane
@@ -218,7 +220,24 @@ type streamState struct {
 	fivexx []string
 	// loopBreaker holds the workspaces a decision skipped with loop_breaker.
 	loopBreaker map[string]bool
-	seq         int
+	// killed holds the workspaces whose box the stream killed: once each,
+	// so that a box that dies is recovered rather than found flapping
+	// (which is bounded by design).
+	killed map[string]bool
+	seq    int
+}
+
+func (s *streamState) killOnce(wsID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.killed == nil {
+		s.killed = map[string]bool{}
+	}
+	if s.killed[wsID] {
+		return false
+	}
+	s.killed[wsID] = true
+	return true
 }
 
 func (s *streamState) record(op, wsID string, err error) {
@@ -373,6 +392,13 @@ func (s *streamState) do(p, other *plane, platformID string, rng *rand.Rand) {
 		if w, ok := pick(small); ok && len(children) > 6 {
 			_, err := p.admin.DeleteWorkspace(bg, w.ID, true)
 			s.record("delete", w.ID, err)
+		}
+	case n < 93: // a fault: a workspace's box dies (kill -9), once per workspace
+		if w, ok := pick(children); ok && s.killOnce(w.ID) {
+			for _, b := range scanAll(p.url, other.url)[w.ID] {
+				_ = syscall.Kill(b.pid, syscall.SIGKILL)
+			}
+			s.record("kill", w.ID, nil)
 		}
 	case n < 95: // re-parent (a cycle is refused)
 		w, ok := pick(children)
