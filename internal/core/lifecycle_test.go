@@ -53,7 +53,12 @@ func TestSecretChangeRestartsAffectedBox(t *testing.T) {
 // leaves its last lines in last_error and the audit log, masked.
 func TestFailureOutputIsRedacted(t *testing.T) {
 	t.Parallel()
-	e := testenv.New(t, testenv.Options{Runtime: fastRuntime()})
+	// The failure's last_error lasts only until its recovery is healthy;
+	// with the usual 20ms backoff a poll on a loaded machine missed it. The
+	// recovery waits here, so the failure stays to be read.
+	rt := fastRuntime()
+	rt.RetryBackoff = time.Hour
+	e := testenv.New(t, testenv.Options{Runtime: rt})
 	ctx := context.Background()
 	const value = "leaky-secret-value-1234"
 	_, err := e.Admin.SetSecret(ctx, "", "LEAKY", value, false)

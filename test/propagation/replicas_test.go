@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,8 +37,9 @@ var (
 // from several goroutines against both replicas: global and workspace
 // secret writes and deletes, admin restarts (the platform's too), pauses
 // and resumes of subtrees, cascading deletes of small subtrees, re-parents,
-// creations. Once the control planes are quiet it checks, from /proc and
-// through the API, that no restart was lost or doubled:
+// creations, and a few box deaths (kill -9 of a workspace's box). Once
+// the control planes are quiet it checks, from /proc and through the API,
+// that no restart was lost or doubled:
 //   - every live, non-paused workspace runs exactly one box, of its current
 //     generation, whose env is the workspace's current effective env (asked
 //     with the box's own token) and whose env fingerprint the control plane
@@ -127,9 +129,8 @@ func TestReplicasUnderConcurrentStream(t *testing.T) {
 	st.record("restart", P, nil)
 
 	var problems []string
-	quiet, why := waitQuiet(a, db, 75*time.Second)
-	if !quiet {
-		problems = append(problems, "never quiet: "+why)
+	if quiet, why := waitQuiet(a, db, 75*time.Second, false); !quiet {
+		problems = append(problems, "never settled: "+why)
 	}
 	// Workspaces the loop breaker stopped restarting are stale by design
 	// (rule 10) until an admin restarts them: do that, as an admin would,
@@ -142,9 +143,9 @@ func TestReplicasUnderConcurrentStream(t *testing.T) {
 			}
 			st.record("restart", id, nil)
 		}
-		if quiet, why = waitQuiet(a, db, 45*time.Second); !quiet {
-			problems = append(problems, "never quiet after lifting the loop breaker: "+why)
-		}
+	}
+	if quiet, why := waitQuiet(a, db, 45*time.Second, true); !quiet {
+		problems = append(problems, "never quiet: "+why)
 	}
 
 	problems = append(problems, checkFinalState(t, a, b, db, P, platformGen0)...)
@@ -216,7 +217,24 @@ type streamState struct {
 	fivexx []string
 	// loopBreaker holds the workspaces a decision skipped with loop_breaker.
 	loopBreaker map[string]bool
-	seq         int
+	// killed holds the workspaces whose box the stream killed: once each,
+	// so that a box that dies is recovered rather than found flapping
+	// (which is bounded by design).
+	killed map[string]bool
+	seq    int
+}
+
+func (s *streamState) killOnce(wsID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.killed == nil {
+		s.killed = map[string]bool{}
+	}
+	if s.killed[wsID] {
+		return false
+	}
+	s.killed[wsID] = true
+	return true
 }
 
 func (s *streamState) record(op, wsID string, err error) {
@@ -372,6 +390,13 @@ func (s *streamState) do(p, other *plane, platformID string, rng *rand.Rand) {
 			_, err := p.admin.DeleteWorkspace(bg, w.ID, true)
 			s.record("delete", w.ID, err)
 		}
+	case n < 93: // a fault: a workspace's box dies (kill -9), once per workspace
+		if w, ok := pick(children); ok && s.killOnce(w.ID) {
+			for _, b := range scanAll(p.url, other.url)[w.ID] {
+				_ = syscall.Kill(b.pid, syscall.SIGKILL)
+			}
+			s.record("kill", w.ID, nil)
+		}
 	case n < 95: // re-parent (a cycle is refused)
 		w, ok := pick(children)
 		to, ok2 := pick(live)
@@ -389,14 +414,14 @@ func (s *streamState) do(p, other *plane, platformID string, rng *rand.Rand) {
 }
 
 // waitQuiet waits until no job is pending or running and every live,
-// non-paused workspace is running and not stale, three polls in a row. It
-// reports why not when the timeout passes.
-func waitQuiet(p *plane, db *sql.DB, timeout time.Duration) (bool, string) {
+// non-paused workspace is running (and, with fresh, not stale), three polls
+// in a row. It reports why not when the timeout passes.
+func waitQuiet(p *plane, db *sql.DB, timeout time.Duration, fresh bool) (bool, string) {
 	deadline := time.Now().Add(timeout)
 	streak := 0
 	why := ""
 	for time.Now().Before(deadline) {
-		why = quietNow(p, db)
+		why = quietNow(p, db, fresh)
 		if why == "" {
 			if streak++; streak >= 3 {
 				return true, ""
@@ -409,7 +434,7 @@ func waitQuiet(p *plane, db *sql.DB, timeout time.Duration) (bool, string) {
 	return false, why
 }
 
-func quietNow(p *plane, db *sql.DB) string {
+func quietNow(p *plane, db *sql.DB, fresh bool) string {
 	var open int
 	if err := db.QueryRow(`SELECT count(*) FROM restart_jobs WHERE state IN ('pending', 'running')`).Scan(&open); err != nil {
 		return "count jobs: " + err.Error()
@@ -425,7 +450,7 @@ func quietNow(p *plane, db *sql.DB) string {
 		if w.Status == "removed" || w.Status == "paused" {
 			continue
 		}
-		if w.Status != "running" || w.Stale {
+		if w.Status != "running" || (fresh && w.Stale) {
 			return fmt.Sprintf("workspace %s is %s (stale %v, generation %d, last_error %q)", w.ID, w.Status, w.Stale, w.Generation, w.LastError)
 		}
 	}
