@@ -573,7 +573,7 @@ func (s *Service) reconcile(ctx context.Context) error {
 		if !ok {
 			// Intent recorded, box never started (a crash in between): a
 			// running job owns it, or nobody does and we start it.
-			if jobs, err := s.store.ListJobs(ctx, w.OrgID, w.ID, 5); err == nil {
+			if jobs, err := s.store.ListOpenJobs(ctx, w.OrgID, w.ID); err == nil {
 				owned := false
 				for _, j := range jobs {
 					owned = owned || (j.State == store.JobRunning && j.Generation == w.Generation)
@@ -652,7 +652,7 @@ func (s *Service) startStuck(ctx context.Context) {
 			now.Sub(w.UpdatedAt) < s.cfg.ProvisionTimeout {
 			continue
 		}
-		jobs, err := s.store.ListJobs(ctx, w.OrgID, w.ID, 5)
+		jobs, err := s.store.ListOpenJobs(ctx, w.OrgID, w.ID)
 		if err != nil {
 			continue
 		}

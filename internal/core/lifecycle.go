@@ -810,7 +810,7 @@ func (s *Service) replacedElsewhere(ctx context.Context, w store.Workspace, gen 
 		if cur.Generation != gen || !hasBox(cur.Status) {
 			return true
 		}
-		jobs, err := s.store.ListJobs(ctx, w.OrgID, w.ID, 5)
+		jobs, err := s.store.ListOpenJobs(ctx, w.OrgID, w.ID)
 		if err != nil {
 			return false
 		}

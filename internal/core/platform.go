@@ -82,7 +82,7 @@ func (s *Service) checkPlatforms(ctx context.Context) {
 // recoverPlatform queues the re-provision of a failed platform workspace
 // whose box is known to be gone, unless a job is already on it.
 func (s *Service) recoverPlatform(ctx context.Context, pw store.Workspace) {
-	jobs, err := s.store.ListJobs(ctx, pw.OrgID, pw.ID, 5)
+	jobs, err := s.store.ListOpenJobs(ctx, pw.OrgID, pw.ID)
 	if err != nil {
 		return
 	}

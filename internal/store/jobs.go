@@ -209,6 +209,11 @@ func (s *sqlStore) ListJobsByChange(ctx context.Context, orgID, changeID string)
 	return s.queryJobs(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE org_id = $1 AND change_id = $2 ORDER BY id`, orgID, changeID)
 }
 
+func (s *sqlStore) ListOpenJobs(ctx context.Context, orgID, workspaceID string) ([]RestartJob, error) {
+	return s.queryJobs(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE org_id = $1 AND workspace_id = $2
+		AND state IN ('pending', 'running') ORDER BY created_at DESC, id DESC`, orgID, workspaceID)
+}
+
 func (s *sqlStore) UpdateJob(ctx context.Context, j RestartJob) error {
 	err := affected(s.w.ExecContext(ctx, `UPDATE restart_jobs SET state = $3, reason = $4, note = $5, attempts = $6,
 		generation = $7, run_after = $8, lease_owner = $9, lease_until = $10, error = $11, updated_at = $12,

@@ -126,6 +126,9 @@ type Store interface {
 	// ListJobs lists jobs newest first; workspaceID "" lists the org's.
 	ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error)
 	ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error)
+	// ListOpenJobs lists the workspace's pending and running jobs (at most
+	// one of each), however many decisions were recorded since.
+	ListOpenJobs(ctx context.Context, orgID, workspaceID string) ([]RestartJob, error)
 	UpdateJob(ctx context.Context, j RestartJob) error
 	ClaimJob(ctx context.Context, owner string, now, leaseUntil time.Time, lim ClaimLimits) (RestartJob, error)
 	RenewLease(ctx context.Context, id, owner string, until time.Time) error

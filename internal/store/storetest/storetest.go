@@ -84,6 +84,7 @@ func Run(t *testing.T, open Opener) {
 		{"Jobs/PropagationFacts", testPropagationFacts},
 		{"Jobs/ExpireLeases", testExpireLeases},
 		{"Jobs/ReleaseLeases", testReleaseLeases},
+		{"Jobs/ListOpen", testListOpenJobs},
 		{"InTx/LockOrgSerializes", testLockOrg},
 		{"InTx/RetriesDeadlock", testInTxRetriesDeadlock},
 		{"Jobs/GetForUpdateSerializes", testJobForUpdateSerializes},
@@ -2241,4 +2242,19 @@ func testSupervision(t *testing.T, f *fixture) {
 	got, err = f.s.ListSupervision(f.ctx)
 	require.NoError(t, err)
 	require.Empty(t, got)
+}
+
+func testListOpenJobs(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	w, other := f.ws(p, "w"), f.ws(p, "other")
+	running := newJob(w, store.JobRunning, func(j *store.RestartJob) { j.CreatedAt = t0 })
+	pending := newJob(w, store.JobPending, func(j *store.RestartJob) { j.CreatedAt = t0.Add(time.Second) })
+	var decisions []store.RestartJob
+	for i := range 20 { // many decisions recorded since: they do not hide the open jobs
+		decisions = append(decisions, newJob(w, store.JobSkipped, func(j *store.RestartJob) { j.CreatedAt = t0.Add(time.Duration(2+i) * time.Second) }))
+	}
+	f.jobs(append([]store.RestartJob{running, pending, newJob(other, store.JobPending)}, decisions...)...)
+	got, err := f.s.ListOpenJobs(f.ctx, o.ID, w.ID)
+	require.NoError(t, err)
+	require.Equal(t, []string{pending.ID, running.ID}, jobIDs(got))
 }
