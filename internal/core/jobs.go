@@ -530,10 +530,22 @@ func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID,
 		}, "failed"))
 		return false, err
 	}
-	if _, err := tx.GetPendingJobForUpdate(ctx, wsID); err == nil {
-		return false, nil // a pending restart will provision it
-	}
 	now := s.clock.Now()
+	recoveryID := ids.New("j")
+	if pend, err := tx.GetPendingJobForUpdate(ctx, wsID); err == nil {
+		if !pend.Automatic || pend.Reason == ReasonBoxFailed {
+			return false, nil // an explicit restart or a recovery will provision it
+		}
+		// A pending propagation restart would find the workspace failed and
+		// skip it ("it gets the new env when it next starts"): the recovery
+		// is that next start. The change is merged into it, so the new box
+		// gets the new env and mergedInto still finds it.
+		pend.State, pend.FinishedAt, pend.UpdatedAt = store.JobSuperseded, now, now
+		pend.Note = mergedNote + recoveryID
+		if err := tx.UpdateJob(ctx, pend); err != nil {
+			return false, err
+		}
+	}
 	// The org root is never given up on: its attempts go on, with an
 	// exponential backoff capped at PlatformMaxBackoff.
 	wait := s.cfg.RetryBackoff << max(w.Failures-1, 0)
@@ -541,7 +553,7 @@ func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID,
 		wait = backoff(s.cfg.RetryBackoff, w.Failures-1, s.cfg.PlatformMaxBackoff)
 	}
 	err = tx.InsertJobs(ctx, []store.RestartJob{{
-		ID: ids.New("j"), OrgID: orgID, WorkspaceID: wsID, State: store.JobPending, Reason: ReasonBoxFailed,
+		ID: recoveryID, OrgID: orgID, WorkspaceID: wsID, State: store.JobPending, Reason: ReasonBoxFailed,
 		Note: fmt.Sprintf("recovers generation %d", gen), MaxAttempts: 1, RunAfter: now.Add(wait),
 		CreatedAt: now, UpdatedAt: now,
 	}})

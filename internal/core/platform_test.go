@@ -304,3 +304,39 @@ func TestBoxesOfADeadReplicaAreTakenOver(t *testing.T) {
 	acts := strings.Join(auditActions(t, b, w.ID), " ")
 	require.Contains(t, acts, "box.failed:failed")
 }
+
+// A box that dies while a secret change's restart is pending: the pending
+// restart would find the workspace failed and skip it, and the recovery
+// deferred to it, so nobody brought the box back (seen in the replicas
+// stress test). The recovery takes the change over and applies it.
+func TestBoxDyingWithAPendingRestartIsRecoveredWithTheChange(t *testing.T) {
+	t.Parallel()
+	rt := fastRuntime()
+	rt.CoalesceWindow = time.Hour // the propagation restart stays pending
+	e := testenv.New(t, testenv.Options{Runtime: rt})
+	ctx := context.Background()
+	w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "worker", Spec: plainSpec})
+	require.NoError(t, err)
+	waitWS(t, e, w.ID, "running", func(x client.Workspace) bool { return x.Status == "running" })
+	res, err := e.Admin.SetSecret(ctx, "", "API_KEY", "v2", false)
+	require.NoError(t, err)
+	var queued string
+	for _, d := range res.Decisions {
+		if d.WorkspaceID == w.ID {
+			queued = d.Reason
+		}
+	}
+	require.Equal(t, "restart_queued", queued)
+	h, ok := e.Fake.Running(w.ID)
+	require.True(t, ok)
+	require.NoError(t, e.Fake.Exit(h, 9))
+	got := waitWS(t, e, w.ID, "recovered with the new env", func(x client.Workspace) bool {
+		return x.Status == "running" && x.Generation == 2 && !x.Stale
+	})
+	require.EqualValues(t, 2, got.Generation)
+	jobs, err := e.Admin.ListRestarts(ctx, w.ID)
+	require.NoError(t, err)
+	for _, j := range jobs {
+		require.NotEqual(t, "pending", j.State, "nothing left queued: %+v", j)
+	}
+}
