@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -69,6 +70,9 @@ func normalizeSpec(runtime string, spec json.RawMessage) (string, error) {
 		return "", Refused("runtime_unavailable", "runtime %q is not available in this build", runtime)
 	default:
 		return "", Invalid("invalid_runtime", "runtime must be one of process, docker, external; got %q", runtime)
+	}
+	if err := exactSpecKeys(runtime, spec, v); err != nil {
+		return "", err
 	}
 	dec := json.NewDecoder(bytes.NewReader(spec))
 	dec.DisallowUnknownFields()
@@ -194,4 +198,50 @@ func asType[T any](err error, target *T) bool {
 		*target = t
 	}
 	return ok
+}
+
+// exactSpecKeys refuses a spec whose field names match the spec's only
+// case-insensitively (encoding/json would accept "Command" for
+// "command"), or that repeats one: the API matches names exactly, as for
+// request bodies.
+func exactSpecKeys(runtime string, spec json.RawMessage, v any) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(spec, &fields); err != nil {
+		return nil // not an object: the decoder says what is wrong
+	}
+	known := map[string]bool{}
+	t := reflect.TypeOf(v).Elem()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			known[name] = true
+		}
+	}
+	seen := map[string]bool{}
+	dec := json.NewDecoder(bytes.NewReader(spec))
+	if _, err := dec.Token(); err != nil {
+		return nil
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return Invalid("invalid_spec", "spec for runtime %s: field %q appears twice", runtime, key)
+		}
+		seen[key] = true
+		if !known[key] {
+			for k := range known {
+				if strings.EqualFold(k, key) {
+					return Invalid("invalid_spec", "spec for runtime %s: unknown field %q (did you mean %q? names are matched exactly)", runtime, key, k)
+				}
+			}
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
 }
