@@ -87,6 +87,7 @@ type Provisioner struct {
 	c         *client.Client
 	ownClient bool
 	log       *slog.Logger
+	node      engineNode // the engine's id, once it answered (see Node)
 }
 
 var (

@@ -139,6 +139,16 @@ func TestDocker(t *testing.T) {
 		require.Empty(t, left, "containers left behind")
 	})
 
+	t.Run("NodeIsTheEngine", func(t *testing.T) {
+		t.Parallel()
+		p := s.prov(t, 5*time.Second)
+		info, err := s.c.Info(context.Background(), client.InfoOptions{})
+		require.NoError(t, err)
+		require.NotEmpty(t, info.Info.ID)
+		require.Equal(t, "docker:"+info.Info.ID, p.Node(), "docker boxes belong to their engine")
+		require.Equal(t, p.Node(), p.Node())
+	})
+
 	t.Run("StartEnvLabelsAndHostNetwork", func(t *testing.T) {
 		t.Parallel()
 		var hits atomic.Int32
