@@ -661,7 +661,9 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 		return w.Generation == gen && w.Status == StatusRunning, false, nil
 	}
 	now := s.clock.Now()
-	first := w.Status == StatusProvisioning
+	// The generation's first health, even when it comes late (a platform
+	// box kept degraded past its deadline, a box adopted after a check).
+	first := w.HealthyAt.IsZero()
 	w.Status, w.UpdatedAt = StatusRunning, now
 	if first {
 		// Failures is not reset here but when the box has stayed up for

@@ -159,6 +159,14 @@ func (s *Service) checkLater(w store.Workspace, h provision.Handle, cause error)
 			switch {
 			case err == nil && st.Running:
 				s.log.Info("box checked: alive", "workspace_id", w.ID, "generation", w.Generation)
+				if cur.Status == StatusDegraded && !isAgentBox(cur) {
+					// Degraded only because it could not be checked: it is
+					// alive, and a plain box sends no heartbeat to say so.
+					s.markHealthy(w.OrgID, w.ID, w.Generation, "checked alive")
+					if c, err := s.store.GetWorkspace(s.bgCtx, w.OrgID, w.ID); err == nil {
+						cur = c
+					}
+				}
 				if s.claimSupervision(w.ID, w.Generation, false) {
 					s.watch(cur, h, false, cur.UpdatedAt)
 				}

@@ -340,3 +340,32 @@ func TestBoxDyingWithAPendingRestartIsRecoveredWithTheChange(t *testing.T) {
 		require.NotEqual(t, "pending", j.State, "nothing left queued: %+v", j)
 	}
 }
+
+// Unknown is not dead for every box: a plain box that could not be checked
+// after a control-plane restart is degraded, and running again once the
+// check answers (it sends no heartbeat to say so itself).
+func TestPlainBoxAdoptErrorIsNotDeath(t *testing.T) {
+	t.Parallel()
+	f := fake.New()
+	provs := map[string]provision.Provisioner{provision.RuntimeProcess: f}
+	rt := fastRuntime()
+	e1 := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: provs})
+	ctx := context.Background()
+	w, err := e1.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "plain", Spec: plainSpec})
+	require.NoError(t, err)
+	waitWS(t, e1, w.ID, "running", func(x client.Workspace) bool { return x.Status == "running" })
+	// The platform's box goes first in the adoption order or not: fail
+	// enough adopts for both.
+	stop(e1)
+	f.FailNextAdopts(syscall.EMFILE, 4)
+	e2 := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: provs, DBURL: e1.DBURL, MasterKey: e1.MasterKey})
+	e2.Admin = client.New(e2.URL, e1.AdminToken)
+	got := waitWS(t, e2, w.ID, "running again after the check answered", func(x client.Workspace) bool {
+		return x.Status == "running"
+	})
+	require.EqualValues(t, 1, got.Generation, "the same box")
+	acts := strings.Join(auditActions(t, e2, w.ID), " ")
+	require.Contains(t, acts, "box.degraded:ok", "it was degraded while unknown")
+	require.NotContains(t, acts, "box.failed")
+	require.Empty(t, fakeStops(f, w.ID))
+}
