@@ -28,6 +28,10 @@ const (
 	// EnvFingerprint is the env fingerprint the box was provisioned with;
 	// the reference agent echoes it in its heartbeats.
 	EnvFingerprint = "ORGPLANE_ENV_FINGERPRINT"
+	// EnvManagementToken is the platform box's admin token, bound to the
+	// platform workspace and minted per provision: the concierge manages
+	// the org with it, never with a person's credential.
+	EnvManagementToken = "ORGPLANE_MANAGEMENT_TOKEN"
 )
 
 type wsLock struct {
@@ -103,7 +107,7 @@ func (s *Service) readyAfter(w store.Workspace) time.Duration {
 
 // boxSpec builds what the provisioner runs: the spec's env, the effective
 // env over it, and the box contract's variables over both.
-func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token string) (provision.Spec, error) {
+func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token, mgmt string) (provision.Spec, error) {
 	sp := provision.Spec{OrgID: w.OrgID, WorkspaceID: w.ID, Generation: w.Generation, Env: map[string]string{}}
 	switch w.Runtime {
 	case RuntimeProcess:
@@ -140,6 +144,9 @@ func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token st
 	sp.Env[EnvToken] = token
 	sp.Env[EnvGeneration] = strconv.FormatInt(w.Generation, 10)
 	sp.Env[EnvFingerprint] = fp
+	if mgmt != "" {
+		sp.Env[EnvManagementToken] = mgmt
+	}
 	return sp, nil
 }
 
@@ -168,7 +175,7 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 	}
 	env, fp, envErr := s.EffectiveEnv(ctx, s.store, orgID, wsID)
 	prov := s.provs[w.Runtime]
-	var token string
+	var token, mgmt string
 	err = s.store.InTx(ctx, func(tx store.Store) error {
 		cur, err := tx.GetWorkspaceForUpdate(ctx, orgID, wsID)
 		if err != nil {
@@ -189,11 +196,9 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		now := s.clock.Now()
 		resumed := resume && cur.Status == StatusProvisioning && cur.Box == "" && cur.Generation > 0
 		if resumed {
-			// Its token's secret died with the crashed run: a new one.
-			if cur.BoxTokenID != "" {
-				if err := tx.RevokeToken(ctx, orgID, cur.BoxTokenID, now); err != nil && !errors.Is(err, store.ErrNotFound) {
-					return err
-				}
+			// Its tokens' secrets died with the crashed run: new ones.
+			if err := tx.RevokeBoxTokens(ctx, orgID, wsID, cur.Generation+1, now); err != nil {
+				return err
 			}
 		} else {
 			cur.Generation++
@@ -203,6 +208,14 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		token, tok.SecretHash = auth.NewSecret(store.TokenWorkspace, tok.ID)
 		if err := tx.InsertToken(ctx, tok); err != nil {
 			return err
+		}
+		if cur.Kind == store.KindPlatform {
+			m := store.Token{ID: ids.New("t"), OrgID: orgID, Kind: store.TokenAdmin, Name: "management-g" + strconv.FormatInt(cur.Generation, 10),
+				ActingWorkspaceID: wsID, BoxGeneration: cur.Generation, CreatedAt: now}
+			mgmt, m.SecretHash = auth.NewSecret(store.TokenAdmin, m.ID)
+			if err := tx.InsertToken(ctx, m); err != nil {
+				return err
+			}
 		}
 		cur.Status, cur.Box, cur.BoxFingerprint, cur.BoxTokenID = StatusProvisioning, "", fp, tok.ID
 		cur.HealthyAt, cur.HeartbeatAt, cur.UpdatedAt = time.Time{}, time.Time{}, now
@@ -237,7 +250,7 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 	case prov == nil:
 		return fail("runtime", fmt.Sprintf("runtime %s is not enabled on this control plane", w.Runtime))
 	}
-	spec, err := s.boxSpec(w, env, fp, token)
+	spec, err := s.boxSpec(w, env, fp, token, mgmt)
 	if err != nil {
 		return fail("spec", err.Error())
 	}

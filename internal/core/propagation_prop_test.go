@@ -89,7 +89,12 @@ func runPropSequence(t *testing.T, seed uint64, postgres bool, n int) {
 	// Boxes here crash at random, the platform's too: a box that has been
 	// healthy at all counts as stable, so the retry bound (tested on its
 	// own) does not leave the platform failed at the end.
-	e := testenv.New(t, testenv.Options{Runtime: rulesRuntime(func(rt *core.RuntimeConfig) { rt.StableAfter = time.Nanosecond }), Postgres: postgres})
+	// The platform's recoveries back off up to PlatformMaxBackoff after
+	// each crash in a row (never giving up): capped here at the scale of
+	// the test's other timings, so that the queue drains within its bound.
+	e := testenv.New(t, testenv.Options{Runtime: rulesRuntime(func(rt *core.RuntimeConfig) {
+		rt.StableAfter, rt.PlatformMaxBackoff = time.Nanosecond, 200*time.Millisecond
+	}), Postgres: postgres})
 	P := e.Org.Platform.ID
 	agent := simulateAgent(t, e, P)
 	waitWS(t, e, P, "platform running", func(w client.Workspace) bool { return w.Status == "running" })

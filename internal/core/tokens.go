@@ -242,11 +242,15 @@ func (s *Service) RevokeToken(ctx context.Context, id string) error {
 			return notFoundAs(orNotFound(err), "token", id)
 		}
 		ev.WorkspaceID = t.WorkspaceID
-		if t.WorkspaceID != "" && t.BoxGeneration > 0 && t.RevokedAt.IsZero() {
-			// Revoking the token a live box runs with would make it exit and
+		boxWS := t.WorkspaceID
+		if boxWS == "" {
+			boxWS = t.ActingWorkspaceID // the platform's management token
+		}
+		if boxWS != "" && t.BoxGeneration > 0 && t.RevokedAt.IsZero() {
+			// Revoking a token a live box runs with would make it exit and
 			// be recovered: a restart by another name, and of the platform
 			// too. A restart rotates it, explicitly and audited.
-			if w, err := tx.GetWorkspace(ctx, p.OrgID, t.WorkspaceID); err == nil && w.BoxTokenID == id && hasBox(w.Status) {
+			if w, err := tx.GetWorkspace(ctx, p.OrgID, boxWS); err == nil && w.Generation == t.BoxGeneration && hasBox(w.Status) {
 				return Refused("box_token_in_use", "token %s is the current box token of workspace %s (generation %d); restart the workspace to rotate it (POST /v1/workspaces/%s/restart)",
 					id, w.ID, w.Generation, w.ID)
 			}

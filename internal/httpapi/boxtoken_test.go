@@ -112,3 +112,53 @@ func TestRevokingALiveBoxTokenIsRefused(t *testing.T) {
 	mint := mintWorkspaceToken(t, e.Admin, pw)
 	require.NoError(t, e.Admin.RevokeToken(ctx, mint.Token.ID))
 }
+
+// The platform's box gets ORGPLANE_MANAGEMENT_TOKEN: an admin token bound
+// to the platform workspace, fresh per provision, refused for revocation
+// while its box lives, revoked once the next box is healthy. Other boxes
+// get none.
+func TestPlatformBoxGetsAManagementToken(t *testing.T) {
+	e := newEnv(t, testenv.Options{})
+	a := newAPI(t, e)
+	ctx := context.Background()
+	pw := e.Org.Platform.ID
+	mgmt := func(wsID string, gen int64) string {
+		for _, sp := range e.Fake.Starts() {
+			if sp.WorkspaceID == wsID && sp.Generation == gen {
+				return sp.Env["ORGPLANE_MANAGEMENT_TOKEN"]
+			}
+		}
+		t.Fatalf("no box of %s generation %d", wsID, gen)
+		return ""
+	}
+	m1 := mgmt(pw, 1)
+	require.NotEmpty(t, m1)
+	me, err := e.Client(m1).Whoami(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "admin", me.Kind)
+	require.Equal(t, pw, me.ActingWorkspaceID, "bound to the platform workspace: an agent principal")
+
+	ws, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: uniq("plain"), Spec: boxSpec})
+	require.NoError(t, err)
+	waitStatus(t, e.Admin, ws.ID, "running", 1)
+	require.Empty(t, mgmt(ws.ID, 1), "only the platform's box gets one")
+
+	r := a.send(t, call{Method: "DELETE", Path: "/v1/tokens/" + me.TokenID, Token: e.AdminToken})
+	require.Equal(t, 422, r.Status, r.String())
+	require.Contains(t, string(r.Body), `"box_token_in_use"`)
+
+	// An explicit restart: generation 2 gets a new one; the old one works
+	// until the new box is healthy, then no more.
+	_, err = e.Admin.RestartWorkspace(ctx, pw, "rotate")
+	require.NoError(t, err)
+	waitStatus(t, e.Admin, pw, "provisioning", 2)
+	m2 := mgmt(pw, 2)
+	require.NotEmpty(t, m2)
+	require.NotEqual(t, m1, m2)
+	r = a.send(t, call{Method: "POST", Path: "/v1/workspaces/" + pw + "/heartbeat", Token: boxToken(t, e, pw, 2),
+		Body: mustJSON(t, map[string]any{"generation": 2})})
+	require.Equal(t, 200, r.Status, r.String())
+	waitStatus(t, e.Admin, pw, "running", 2)
+	require.Equal(t, 401, a.send(t, call{Method: "GET", Path: "/v1/whoami", Token: m1}).Status, "replaced: revoked")
+	require.Equal(t, 200, a.send(t, call{Method: "GET", Path: "/v1/whoami", Token: m2}).Status)
+}

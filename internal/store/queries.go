@@ -229,7 +229,8 @@ func (s *sqlStore) RevokeToken(ctx context.Context, orgID, id string, at time.Ti
 }
 
 func (s *sqlStore) RevokeBoxTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE org_id = $1 AND workspace_id = $2
+	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE org_id = $1
+		AND (workspace_id = $2 OR (kind = 'admin' AND acting_workspace_id = $2))
 		AND box_generation > 0 AND box_generation < $3 AND revoked_at = 0`, orgID, workspaceID, before, toMicros(at))
 	if err != nil {
 		return fmt.Errorf("revoke box tokens: %w", mapErr(err))

@@ -72,7 +72,9 @@ type Store interface {
 	RevokeToken(ctx context.Context, orgID, id string, at time.Time) error
 	TouchToken(ctx context.Context, id string, at time.Time) error
 	// RevokeBoxTokens revokes the live tokens minted for the workspace's
-	// boxes of generations before gen.
+	// boxes of generations before gen (its box tokens, and the admin tokens
+	// bound to it that were minted per provision: the platform's management
+	// tokens).
 	RevokeBoxTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error
 
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
