@@ -547,16 +547,26 @@ func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID,
 		}
 	}
 	// The org root is never given up on: its attempts go on, with an
-	// exponential backoff capped at PlatformMaxBackoff.
+	// exponential backoff capped at PlatformMaxBackoff; the first one, after
+	// a box that had been stable, is immediate (the org root is down).
 	wait := s.cfg.RetryBackoff << max(w.Failures-1, 0)
 	if platform {
-		wait = backoff(s.cfg.RetryBackoff, w.Failures-1, s.cfg.PlatformMaxBackoff)
+		wait = 0
+		if w.Failures > 1 {
+			wait = backoff(s.cfg.RetryBackoff, w.Failures-2, s.cfg.PlatformMaxBackoff)
+		}
 	}
 	err = tx.InsertJobs(ctx, []store.RestartJob{{
 		ID: recoveryID, OrgID: orgID, WorkspaceID: wsID, State: store.JobPending, Reason: ReasonBoxFailed,
 		Note: fmt.Sprintf("recovers generation %d", gen), MaxAttempts: 1, RunAfter: now.Add(wait),
 		CreatedAt: now, UpdatedAt: now,
 	}})
+	if err == nil && wait > 0 {
+		// The workers are woken when it is due, not at their next poll
+		// after that (a spurious wake-up, should the transaction not
+		// commit, costs one claim).
+		time.AfterFunc(wait, s.kick)
+	}
 	if err != nil || !platform {
 		return err == nil, err
 	}
