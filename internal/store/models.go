@@ -45,6 +45,7 @@ type Workspace struct {
 // Token kinds.
 const (
 	TokenAdmin     = "admin"
+	TokenUser      = "user"
 	TokenWorkspace = "workspace"
 )
 
@@ -56,6 +57,7 @@ type Token struct {
 	Name              string
 	WorkspaceID       string // kind workspace
 	ActingWorkspaceID string // kind admin, optional
+	UserID            string // kind user
 	SecretHash        []byte
 	BoxGeneration     int64 // >0 for a token minted for one provision of a box
 	CreatedAt         time.Time
@@ -198,4 +200,21 @@ type PropagationFacts struct {
 type ClaimLimits struct {
 	MaxRunning       int // across all replicas
 	MaxRunningPerOrg int
+}
+
+// Roles of people.
+const (
+	RoleOwner  = "owner"
+	RoleAdmin  = "admin"
+	RoleViewer = "viewer"
+)
+
+// User is a person of an org.
+type User struct {
+	ID        string
+	OrgID     string
+	Name      string
+	Role      string
+	CreatedAt time.Time
+	RemovedAt time.Time // zero: live
 }

@@ -171,26 +171,27 @@ func (s *sqlStore) UpdateWorkspace(ctx context.Context, w Workspace) error {
 // ---- tokens
 
 const tokenCols = `id, org_id, kind, name, workspace_id, acting_workspace_id, secret_hash, box_generation,
-	created_at, expires_at, revoked_at, last_used_at`
+	created_at, expires_at, revoked_at, last_used_at, user_id`
 
 func scanToken(sc scanner) (Token, error) {
 	var t Token
-	var ws, acting sql.NullString
+	var ws, acting, user sql.NullString
 	var created, expires, revoked, used int64
 	if err := sc.Scan(&t.ID, &t.OrgID, &t.Kind, &t.Name, &ws, &acting, &t.SecretHash, &t.BoxGeneration,
-		&created, &expires, &revoked, &used); err != nil {
+		&created, &expires, &revoked, &used, &user); err != nil {
 		return Token{}, mapErr(err)
 	}
-	t.WorkspaceID, t.ActingWorkspaceID = ws.String, acting.String
+	t.WorkspaceID, t.ActingWorkspaceID, t.UserID = ws.String, acting.String, user.String
 	t.CreatedAt, t.ExpiresAt, t.RevokedAt, t.LastUsedAt = fromMicros(created), fromMicros(expires), fromMicros(revoked), fromMicros(used)
 	return t, nil
 }
 
 func (s *sqlStore) InsertToken(ctx context.Context, t Token) error {
 	_, err := s.w.ExecContext(ctx, `INSERT INTO tokens (`+tokenCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 		t.ID, t.OrgID, t.Kind, t.Name, nullStr(t.WorkspaceID), nullStr(t.ActingWorkspaceID), t.SecretHash,
-		t.BoxGeneration, toMicros(t.CreatedAt), toMicros(t.ExpiresAt), toMicros(t.RevokedAt), toMicros(t.LastUsedAt))
+		t.BoxGeneration, toMicros(t.CreatedAt), toMicros(t.ExpiresAt), toMicros(t.RevokedAt), toMicros(t.LastUsedAt),
+		nullStr(t.UserID))
 	if err != nil {
 		return fmt.Errorf("insert token: %w", mapErr(err))
 	}

@@ -65,6 +65,15 @@ type Store interface {
 	// UpdateWorkspace writes every mutable column of w (by org and id).
 	UpdateWorkspace(ctx context.Context, w Workspace) error
 
+	// People. GetUser finds removed ones too (a token's owner); the rest
+	// only live ones.
+	InsertUser(ctx context.Context, u User) error
+	GetUser(ctx context.Context, orgID, id string) (User, error)
+	GetUserByName(ctx context.Context, orgID, name string) (User, error)
+	ListUsers(ctx context.Context, orgID string) ([]User, error)
+	// RemoveUser marks the person removed and revokes their tokens.
+	RemoveUser(ctx context.Context, orgID, id string, at time.Time) error
+
 	InsertToken(ctx context.Context, t Token) error
 	// GetToken is not org-scoped: authentication looks tokens up by id.
 	GetToken(ctx context.Context, id string) (Token, error)

@@ -92,6 +92,7 @@ func Run(t *testing.T, open Opener) {
 		{"Workspaces/ListChildrenForUpdate", testListChildrenForUpdate},
 		{"LockServer", testLockServer},
 		{"Supervision", testSupervision},
+		{"Users", testUsers},
 		{"InTx/Commit", testInTxCommit},
 		{"InTx/Rollback", testInTxRollback},
 		{"InTx/Nested", testInTxNested},
@@ -2257,4 +2258,51 @@ func testListOpenJobs(t *testing.T, f *fixture) {
 	got, err := f.s.ListOpenJobs(f.ctx, o.ID, w.ID)
 	require.NoError(t, err)
 	require.Equal(t, []string{pending.ID, running.ID}, jobIDs(got))
+}
+
+func testUsers(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	other, _ := f.org("other")
+	owner := store.User{ID: id("u"), OrgID: o.ID, Name: "owner", Role: store.RoleOwner, CreatedAt: t0}
+	ann := store.User{ID: id("u"), OrgID: o.ID, Name: "ann", Role: store.RoleViewer, CreatedAt: t0}
+	require.NoError(t, f.s.InsertUser(f.ctx, owner))
+	require.NoError(t, f.s.InsertUser(f.ctx, ann))
+	dup := store.User{ID: id("u"), OrgID: o.ID, Name: "ann", Role: store.RoleAdmin, CreatedAt: t0}
+	require.ErrorIs(t, f.s.InsertUser(f.ctx, dup), store.ErrConflict, "live names are unique per org")
+	require.NoError(t, f.s.InsertUser(f.ctx, store.User{ID: id("u"), OrgID: other.ID, Name: "ann", Role: store.RoleOwner, CreatedAt: t0}))
+	require.ErrorIs(t, f.s.InsertUser(f.ctx, store.User{ID: id("u"), OrgID: o.ID, Name: "bad", Role: "god", CreatedAt: t0}),
+		store.ErrConflict, "the schema knows the roles")
+
+	got, err := f.s.GetUserByName(f.ctx, o.ID, "ann")
+	require.NoError(t, err)
+	require.Equal(t, ann.ID, got.ID)
+	_, err = f.s.GetUser(f.ctx, other.ID, ann.ID)
+	require.ErrorIs(t, err, store.ErrNotFound, "scoped by org")
+	list, err := f.s.ListUsers(f.ctx, o.ID)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	require.Equal(t, "ann", list[0].Name)
+
+	tok := store.Token{ID: id("t"), OrgID: o.ID, Kind: store.TokenUser, Name: "laptop", UserID: ann.ID, SecretHash: []byte("h"), CreatedAt: t0}
+	require.NoError(t, f.s.InsertToken(f.ctx, tok))
+	back, err := f.s.GetToken(f.ctx, tok.ID)
+	require.NoError(t, err)
+	require.Equal(t, ann.ID, back.UserID)
+	require.ErrorIs(t, f.s.InsertToken(f.ctx, store.Token{ID: id("t"), OrgID: o.ID, Kind: store.TokenUser, Name: "x", SecretHash: []byte("h"), CreatedAt: t0}),
+		store.ErrConflict, "a user token names its person")
+	require.ErrorIs(t, f.s.InsertToken(f.ctx, store.Token{ID: id("t"), OrgID: o.ID, Kind: store.TokenAdmin, Name: "x", UserID: ann.ID, SecretHash: []byte("h"), CreatedAt: t0}),
+		store.ErrConflict, "only user tokens name a person")
+
+	require.NoError(t, f.s.RemoveUser(f.ctx, o.ID, ann.ID, t0.Add(time.Hour)))
+	require.ErrorIs(t, f.s.RemoveUser(f.ctx, o.ID, ann.ID, t0.Add(2*time.Hour)), store.ErrNotFound, "once")
+	back, err = f.s.GetToken(f.ctx, tok.ID)
+	require.NoError(t, err)
+	require.Equal(t, us(t0.Add(time.Hour)), back.RevokedAt, "their tokens are revoked")
+	gone, err := f.s.GetUser(f.ctx, o.ID, ann.ID)
+	require.NoError(t, err)
+	require.False(t, gone.RemovedAt.IsZero())
+	_, err = f.s.GetUserByName(f.ctx, o.ID, "ann")
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.NoError(t, f.s.InsertUser(f.ctx, dup), "the name is free again")
+	_ = p
 }
