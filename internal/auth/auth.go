@@ -1,6 +1,7 @@
 // Package auth defines who is calling (the Principal) and the token format.
 //
-// A token is "op_<kind>_<id>_<secret>": kind is "admin" or "workspace", id the
+// A token is "op_<kind>_<id>_<secret>": kind is "admin", "workspace" or
+// "user", id the
 // token's row id, secret 32 random bytes in base32. Only the SHA-256 of the
 // secret is stored; it is compared in constant time.
 package auth
@@ -22,6 +23,8 @@ import (
 const (
 	KindAdmin     = "admin"
 	KindWorkspace = "workspace"
+	// KindUser is a person: a user token, or (later) a canvas session.
+	KindUser = "user"
 	// KindSystem is orgplane itself (supervisor, workers, operator commands).
 	KindSystem = "system"
 )
@@ -36,6 +39,10 @@ type Principal struct {
 	// management token is bound to the platform workspace).
 	ActingWorkspaceID string
 	TokenID           string
+	// UserID and Role: the person behind a user principal; Role is
+	// "owner", "admin" or "viewer".
+	UserID string
+	Role   string
 	// ExpiresAt is when the token stops working; zero: never. Long-lived
 	// calls (event streams) end then.
 	ExpiresAt time.Time
@@ -50,8 +57,33 @@ func (p Principal) CallerWorkspace() string {
 	return p.ActingWorkspaceID
 }
 
-// IsAdmin reports whether p has org-wide rights.
-func (p Principal) IsAdmin() bool { return p.Kind == KindAdmin || p.Kind == KindSystem }
+// Roles of people.
+const (
+	RoleOwner  = "owner"
+	RoleAdmin  = "admin"
+	RoleViewer = "viewer"
+)
+
+// IsAdmin reports whether p may change the org: an admin token, orgplane
+// itself, or a person whose role is owner or admin.
+func (p Principal) IsAdmin() bool {
+	return p.Kind == KindAdmin || p.Kind == KindSystem ||
+		p.Kind == KindUser && (p.Role == RoleOwner || p.Role == RoleAdmin)
+}
+
+// CanReadOrg reports whether p may read the whole org: whoever may change
+// it, and every person (a viewer reads, and only reads).
+func (p Principal) CanReadOrg() bool { return p.IsAdmin() || p.Kind == KindUser }
+
+// IsPerson reports whether p is a person (a user token or session).
+func (p Principal) IsPerson() bool { return p.Kind == KindUser }
+
+// IsAgent reports whether p is an agent: a workspace token, or an admin
+// token bound to an acting workspace (the concierge's management token).
+// Agents ask; only people decide.
+func (p Principal) IsAgent() bool {
+	return p.Kind == KindWorkspace || p.Kind == KindAdmin && p.ActingWorkspaceID != ""
+}
 
 type ctxKey struct{}
 
@@ -110,6 +142,8 @@ func Parse(token string) (kind, id, secret string, err error) {
 		kind = KindAdmin
 	case "workspace":
 		kind = KindWorkspace
+	case "user":
+		kind = KindUser
 	default:
 		return "", "", "", ErrMalformed
 	}

@@ -149,6 +149,25 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/tokens/"+esc(id), nil, nil)
 }
 
+// ListUsers lists the org's people.
+func (c *Client) ListUsers(ctx context.Context) ([]User, error) {
+	var out []User
+	err := c.Do(ctx, http.MethodGet, "/v1/users", nil, &out)
+	return out, err
+}
+
+// CreateUser adds a person.
+func (c *Client) CreateUser(ctx context.Context, in CreateUser) (User, error) {
+	var out User
+	err := c.Do(ctx, http.MethodPost, "/v1/users", in, &out)
+	return out, err
+}
+
+// DeleteUser removes a person (by id or name).
+func (c *Client) DeleteUser(ctx context.Context, ref string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/users/"+esc(ref), nil, nil)
+}
+
 // ListAudit pages the audit log.
 func (c *Client) ListAudit(ctx context.Context, workspaceID string, limit int, before int64) (AuditPage, error) {
 	q := url.Values{}

@@ -14,6 +14,8 @@ type Principal struct {
 	WorkspaceID       string `json:"workspace_id,omitempty"`
 	ActingWorkspaceID string `json:"acting_workspace_id,omitempty"`
 	TokenID           string `json:"token_id"`
+	UserID            string `json:"user_id,omitempty"`
+	Role              string `json:"role,omitempty"`
 }
 
 // Whoami is the body of GET /v1/whoami.
@@ -74,6 +76,7 @@ type Token struct {
 	Name              string     `json:"name"`
 	WorkspaceID       string     `json:"workspace_id,omitempty"`
 	ActingWorkspaceID string     `json:"acting_workspace_id,omitempty"`
+	UserID            string     `json:"user_id,omitempty"`
 	CreatedAt         time.Time  `json:"created_at"`
 	ExpiresAt         *time.Time `json:"expires_at,omitempty"`
 	RevokedAt         *time.Time `json:"revoked_at,omitempty"`
@@ -155,4 +158,19 @@ type ErrorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+// User is a person of the org.
+type User struct {
+	ID        string    `json:"id"`
+	OrgID     string    `json:"org_id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateUser is the body of POST /v1/users.
+type CreateUser struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
 }

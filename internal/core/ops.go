@@ -92,7 +92,7 @@ func (s *Service) ListOrgRestarts(ctx context.Context, limit int) ([]store.Resta
 	if err != nil {
 		return nil, err
 	}
-	if err := requireAdmin(p, "listing the org's restarts"); err != nil {
+	if err := requireReader(p, "listing the org's restarts"); err != nil {
 		return nil, err
 	}
 	if limit < 0 || limit > 1000 {
@@ -338,7 +338,7 @@ func (s *Service) Logs(ctx context.Context, id string, tail int) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := requireAdmin(p, "reading box logs"); err != nil {
+	if err := requireReader(p, "reading box logs"); err != nil {
 		return nil, err
 	}
 	if tail < 0 || tail > 100000 {

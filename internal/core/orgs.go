@@ -16,6 +16,11 @@ type NewOrg struct {
 	Token    store.Token
 	// Secret is the first admin token, shown once.
 	Secret string
+	// Owner is the org's first person, "owner" (role owner), and
+	// OwnerSecret a user token of theirs, shown once: people decide, and
+	// an org needs one from the start.
+	Owner       store.User
+	OwnerSecret string
 }
 
 // CreateOrg creates an org, its platform workspace and a first admin token
@@ -50,10 +55,20 @@ func (s *Service) CreateOrg(ctx context.Context, name string) (NewOrg, error) {
 		if err := tx.InsertToken(ctx, out.Token); err != nil {
 			return err
 		}
+		out.Owner = store.User{ID: ids.New("u"), OrgID: out.Org.ID, Name: "owner", Role: store.RoleOwner, CreatedAt: now}
+		if err := tx.InsertUser(ctx, out.Owner); err != nil {
+			return err
+		}
+		ot := store.Token{ID: ids.New("t"), OrgID: out.Org.ID, Kind: store.TokenUser, Name: "owner-first", UserID: out.Owner.ID, CreatedAt: now}
+		out.OwnerSecret, ot.SecretHash = auth.NewSecret(store.TokenUser, ot.ID)
+		if err := tx.InsertToken(ctx, ot); err != nil {
+			return err
+		}
 		sys := auth.Principal{Kind: auth.KindSystem, OrgID: out.Org.ID}
 		_, err := tx.AppendAudit(ctx, s.auditEntry(ctx, sys, auditEvent{
 			Action: "org.create", TargetKind: "org", TargetID: out.Org.ID,
-			Detail: map[string]any{"name": name, "platform_workspace_id": out.Platform.ID, "admin_token_id": out.Token.ID},
+			Detail: map[string]any{"name": name, "platform_workspace_id": out.Platform.ID, "admin_token_id": out.Token.ID,
+				"owner_user_id": out.Owner.ID, "owner_token_id": ot.ID},
 		}, "ok"))
 		return err
 	})
@@ -89,7 +104,7 @@ func (s *Service) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.A
 	if err != nil {
 		return nil, err
 	}
-	if err := requireAdmin(p, "reading the audit log"); err != nil {
+	if err := requireReader(p, "reading the audit log"); err != nil {
 		return nil, err
 	}
 	if f.Limit < 0 || f.Limit > 1000 {

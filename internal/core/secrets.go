@@ -41,8 +41,11 @@ type Change struct {
 // write it: globals are admin-only; a workspace's secrets are its admins'
 // and its own token's (agents keep their own credentials).
 func (s *Service) secretScope(ctx context.Context, tx store.Store, p auth.Principal, workspaceID string, write bool) error {
+	if write && p.IsPerson() && !p.IsAdmin() {
+		return Forbidden("a %s reads only", p.Role)
+	}
 	if workspaceID == "" {
-		if !p.IsAdmin() {
+		if write && !p.IsAdmin() || !write && !p.CanReadOrg() {
 			return Forbidden("global secrets are admin-only; a workspace token may manage only its own workspace's secrets")
 		}
 		return nil

@@ -215,10 +215,23 @@ func principal(ctx context.Context) (auth.Principal, error) {
 	return p, nil
 }
 
-// requireAdmin is the rule for admin-only operations.
+// requireAdmin is the rule for operations that change the org: an admin
+// token, or a person who is an owner or admin.
 func requireAdmin(p auth.Principal, what string) error {
+	if p.IsPerson() && !p.IsAdmin() {
+		return Forbidden("%s: a %s reads only", what, p.Role)
+	}
 	if !p.IsAdmin() {
 		return Forbidden("%s requires an admin token", what)
+	}
+	return nil
+}
+
+// requireReader is the rule for reading the whole org: whoever may change
+// it, and every person.
+func requireReader(p auth.Principal, what string) error {
+	if !p.CanReadOrg() {
+		return Forbidden("%s requires an admin token or a person's", what)
 	}
 	return nil
 }

@@ -89,14 +89,24 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Princip
 			s.log.Warn("record token use", "token_id", t.ID, "err", err)
 		}
 	}
-	return auth.Principal{
+	p := auth.Principal{
 		Kind:              t.Kind,
 		OrgID:             t.OrgID,
 		WorkspaceID:       t.WorkspaceID,
 		ActingWorkspaceID: t.ActingWorkspaceID,
 		TokenID:           t.ID,
 		ExpiresAt:         t.ExpiresAt,
-	}, nil
+	}
+	if t.Kind == store.TokenUser {
+		// The role is read at every call: a person's role changes take
+		// effect at once.
+		u, err := s.store.GetUser(ctx, t.OrgID, t.UserID)
+		if err != nil {
+			return auth.Principal{}, err
+		}
+		p.UserID, p.Role = u.ID, u.Role
+	}
+	return p, nil
 }
 
 // tokenLive is the rule for a token that authenticated once to keep
@@ -107,6 +117,15 @@ func (s *Service) tokenLive(ctx context.Context, t store.Token, now time.Time) e
 	}
 	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
 		return Unauthorized("token expired")
+	}
+	if t.UserID != "" {
+		u, err := s.store.GetUser(ctx, t.OrgID, t.UserID)
+		if errors.Is(err, store.ErrNotFound) || err == nil && !u.RemovedAt.IsZero() {
+			return Unauthorized("the person this token belongs to was removed; the token no longer works")
+		}
+		if err != nil {
+			return err
+		}
 	}
 	for _, ws := range []struct{ id, what string }{{t.WorkspaceID, "workspace"}, {t.ActingWorkspaceID, "acting workspace"}} {
 		if ws.id == "" {
@@ -150,8 +169,10 @@ type CreateTokenInput struct {
 	ExpiresAt         time.Time // zero: never
 }
 
-// CreateToken mints a token; only admins may. The secret is returned once
-// and never stored.
+// CreateToken mints a token. Admin and workspace tokens: admins only (an
+// admin token, or a person who is an owner or admin). User tokens: a
+// person mints their own, and only their own; no token speaks for a person
+// it was not given by. The secret is returned once and never stored.
 func (s *Service) CreateToken(ctx context.Context, in CreateTokenInput) (store.Token, string, error) {
 	p, err := principal(ctx)
 	if err != nil {
@@ -162,7 +183,11 @@ func (s *Service) CreateToken(ctx context.Context, in CreateTokenInput) (store.T
 	var tok store.Token
 	var secret string
 	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
-		if err := requireAdmin(p, "minting a token"); err != nil {
+		if in.Kind == store.TokenUser {
+			if !p.IsPerson() {
+				return Forbidden("a user token is minted by the person it belongs to (sign in as them); no other token can mint one")
+			}
+		} else if err := requireAdmin(p, "minting a token"); err != nil {
 			return err
 		}
 		if err := validName("token name", in.Name); err != nil {
@@ -192,13 +217,20 @@ func (s *Service) CreateToken(ctx context.Context, in CreateTokenInput) (store.T
 			if _, err := s.liveWorkspace(ctx, tx, p.OrgID, in.WorkspaceID); err != nil {
 				return err
 			}
+		case store.TokenUser:
+			if in.WorkspaceID != "" || in.ActingWorkspaceID != "" {
+				return Invalid("invalid_field", "a user token is a person's: it takes no workspace_id nor acting_workspace_id")
+			}
 		default:
-			return Invalid("invalid_kind", "kind must be \"admin\" or \"workspace\"")
+			return Invalid("invalid_kind", "kind must be \"admin\", \"workspace\" or \"user\"")
 		}
 		tok = store.Token{
 			ID: ids.New("t"), OrgID: p.OrgID, Kind: in.Kind, Name: in.Name,
 			WorkspaceID: in.WorkspaceID, ActingWorkspaceID: in.ActingWorkspaceID,
 			CreatedAt: now, ExpiresAt: in.ExpiresAt,
+		}
+		if in.Kind == store.TokenUser {
+			tok.UserID = p.UserID
 		}
 		secret, tok.SecretHash = auth.NewSecret(tok.Kind, tok.ID)
 		ev.TargetID, ev.WorkspaceID = tok.ID, in.WorkspaceID
@@ -216,7 +248,7 @@ func (s *Service) ListTokens(ctx context.Context) ([]store.Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := requireAdmin(p, "listing tokens"); err != nil {
+	if err := requireReader(p, "listing tokens"); err != nil {
 		return nil, err
 	}
 	return s.store.ListTokens(ctx, p.OrgID)
@@ -231,15 +263,18 @@ func (s *Service) RevokeToken(ctx context.Context, id string) error {
 	}
 	ev := &auditEvent{Action: "token.revoke", TargetKind: "token", TargetID: id}
 	return s.mutate(ctx, p, ev, func(tx store.Store) error {
-		if err := requireAdmin(p, "revoking a token"); err != nil {
-			return err
-		}
 		if !ids.Valid("t", id) {
 			return NotFound("token", id)
 		}
 		t, err := tx.GetToken(ctx, id)
 		if err != nil || t.OrgID != p.OrgID {
 			return notFoundAs(orNotFound(err), "token", id)
+		}
+		// A person may always revoke their own user tokens, a viewer too.
+		if own := p.IsPerson() && t.UserID == p.UserID; !own {
+			if err := requireAdmin(p, "revoking a token"); err != nil {
+				return err
+			}
 		}
 		ev.WorkspaceID = t.WorkspaceID
 		boxWS := t.WorkspaceID

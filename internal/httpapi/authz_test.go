@@ -38,12 +38,38 @@ const (
 	otherWorkspace
 	ownWorkspace
 	adminClass
+	// People, by role (user tokens).
+	ownerClass
+	personAdminClass
+	viewerClass
 )
 
 // want is an endpoint's expected status per authenticated caller class.
-type want struct{ otherOrg, otherWS, ownWS, admin int }
+// The people's are optional: an owner and an admin person get what an
+// admin token gets, a viewer the same for a read (GET) and 403 otherwise.
+type want struct {
+	otherOrg, otherWS, ownWS, admin int
+	owner, personAdmin, viewer      int
+}
 
-func (w want) of(c class) int {
+func (w want) of(c class, method string) int {
+	or := func(v, def int) int {
+		if v != 0 {
+			return v
+		}
+		return def
+	}
+	switch c {
+	case ownerClass:
+		return or(w.owner, w.admin)
+	case personAdminClass:
+		return or(w.personAdmin, w.admin)
+	case viewerClass:
+		if method == http.MethodGet {
+			return or(w.viewer, w.admin)
+		}
+		return or(w.viewer, http.StatusForbidden)
+	}
 	switch c {
 	case unauthenticated:
 		return http.StatusUnauthorized
@@ -67,6 +93,7 @@ type target struct {
 	job       string // a restart job of the workspace
 	tokenID   string // a token to revoke
 	globalKey string // a global secret to delete
+	userID    string // a person to remove
 }
 
 type authzFixture struct {
@@ -82,6 +109,8 @@ type authzFixture struct {
 	otherOrgWS string // a workspace of the other org
 	b          target // another workspace of the org, with its token
 	shared     target // the default target: a running workspace
+
+	owner, personAdmin, viewer string // user tokens of people by role
 }
 
 // caller is one kind of caller; auth gives its Authorization header value
@@ -125,6 +154,13 @@ var callers = []caller{
 	{"acting-admin+matching-X-Workspace-ID", adminClass, func(f *authzFixture, _ *target) (string, []string) {
 		return bearer(f.acting), []string{f.platform}
 	}},
+	{"owner", ownerClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.owner), nil }},
+	{"admin-person", personAdminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.personAdmin), nil }},
+	{"viewer", viewerClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.viewer), nil }},
+	// A person acts from no workspace: any X-Workspace-ID disagrees.
+	{"viewer+X-Workspace-ID", headerMismatch, func(f *authzFixture, tg *target) (string, []string) {
+		return bearer(f.viewer), []string{tg.ws}
+	}},
 }
 
 type endpoint struct {
@@ -158,7 +194,7 @@ func TestAuthzMatrix(t *testing.T) {
 					if ep.fresh != nil {
 						tg = ep.fresh(t, f)
 					}
-					status := ep.want.of(c.class)
+					status := ep.want.of(c.class, ep.method)
 					guard := ep.state != nil && (status >= 400 || c.class == otherOrg)
 					var before string
 					if guard {
@@ -222,6 +258,16 @@ func newAuthzFixture(t *testing.T) *authzFixture {
 	require.NoError(t, err)
 	require.NoError(t, e.Admin.RevokeToken(ctx, rev.Token.ID))
 	f.revoked = rev.Secret
+
+	f.owner = e.OwnerToken
+	for _, who := range []struct {
+		role string
+		tok  *string
+	}{{"admin", &f.personAdmin}, {"viewer", &f.viewer}} {
+		u, err := e.Owner.CreateUser(ctx, client.CreateUser{Name: "a-" + who.role, Role: who.role})
+		require.NoError(t, err)
+		*who.tok = e.UserToken(e.Org.Org.ID, u.ID, "cli")
+	}
 
 	other, otherAdmin := e.NewOrg("other-org")
 	f.otherAdmin = other.Secret
@@ -315,6 +361,13 @@ func secretState(scope func(*target) string) func(*testing.T, *authzFixture, *ta
 
 // tokenState lists the tokens people minted (box tokens come and go with
 // background restarts of other rows' workspaces).
+func userState(t *testing.T, f *authzFixture, _ *target) string {
+	t.Helper()
+	list, err := f.e.Owner.ListUsers(context.Background())
+	require.NoError(t, err)
+	return fmt.Sprint(list)
+}
+
 func tokenState(t *testing.T, f *authzFixture, _ *target) string {
 	list, err := f.e.Admin.ListTokens(context.Background())
 	require.NoError(t, err)
@@ -344,7 +397,7 @@ func authzEndpoints() []endpoint {
 	wsAdmin := want{otherOrg: 404, otherWS: 404, ownWS: 403, admin: 200}
 	// Org-level admin-only operations: another org's admin acts on its own org.
 	orgAdmin := want{otherOrg: 200, otherWS: 403, ownWS: 403, admin: 200}
-	everyone := want{200, 200, 200, 200}
+	everyone := want{otherOrg: 200, otherWS: 200, ownWS: 200, admin: 200}
 
 	return []endpoint{
 		{name: "whoami", method: "GET", path: fixed("/v1/whoami"), want: everyone,
@@ -364,6 +417,11 @@ func authzEndpoints() []endpoint {
 					}
 				case otherOrg:
 					require.NotEqual(t, f.e.Org.Org.ID, p.OrgID)
+				case ownerClass, personAdminClass, viewerClass:
+					require.Equal(t, "user", p.Kind)
+					require.NotEmpty(t, p.UserID)
+					require.Equal(t, map[class]string{ownerClass: "owner", personAdminClass: "admin", viewerClass: "viewer"}[c.class], p.Role)
+					require.Empty(t, p.ActingWorkspaceID, "a person acts from no workspace")
 				}
 			}},
 		{name: "workspaces.list", method: "GET", path: fixed("/v1/workspaces"), want: everyone,
@@ -379,7 +437,7 @@ func authzEndpoints() []endpoint {
 					require.Equal(t, []string{f.b.ws}, ids, "a workspace token sees only itself")
 				case ownWorkspace:
 					require.Equal(t, []string{tg.ws}, ids, "a workspace token sees only itself")
-				case adminClass:
+				case adminClass, ownerClass, personAdminClass, viewerClass:
 					require.Subset(t, ids, []string{f.platform, f.shared.ws, f.b.ws})
 					require.NotContains(t, ids, f.otherOrgWS)
 				}
@@ -536,6 +594,38 @@ func authzEndpoints() []endpoint {
 					}
 				}
 			}},
+		{name: "users.list", method: "GET", path: fixed("/v1/users"),
+			want: want{otherOrg: 200, otherWS: 403, ownWS: 403, admin: 200, viewer: 403},
+			check: func(t *testing.T, f *authzFixture, _ *target, c caller, r result) {
+				var names []string
+				for _, u := range decodeJSON[[]client.User](t, r) {
+					names = append(names, u.Name)
+				}
+				if c.class == otherOrg {
+					require.Equal(t, []string{"owner"}, names, "another org's people leaked")
+				} else {
+					require.Subset(t, names, []string{"owner", "a-admin", "a-viewer"})
+				}
+			}},
+		{name: "users.create", method: "POST", path: fixed("/v1/users"),
+			body: func(t *testing.T, _ *authzFixture, _ *target) []byte {
+				return mustJSON(t, client.CreateUser{Name: uniq("person"), Role: "viewer"})
+			},
+			// People are managed by owners alone: no token of an agent or
+			// of automation, and no admin person, creates one.
+			want:  want{otherOrg: 403, otherWS: 403, ownWS: 403, admin: 403, owner: 201, personAdmin: 403},
+			state: userState},
+		{name: "users.delete", method: "DELETE",
+			path: func(_ *authzFixture, tg *target) string { return "/v1/users/" + tg.userID },
+			fresh: func(t *testing.T, f *authzFixture) *target {
+				tg := f.shared
+				u, err := f.e.Owner.CreateUser(context.Background(), client.CreateUser{Name: uniq("leaving"), Role: "viewer"})
+				require.NoError(t, err)
+				tg.userID = u.ID
+				return &tg
+			},
+			want:  want{otherOrg: 403, otherWS: 403, ownWS: 403, admin: 403, owner: 204, personAdmin: 403},
+			state: userState},
 		{name: "restarts.get", method: "GET",
 			path: func(_ *authzFixture, tg *target) string { return "/v1/restarts/" + tg.job }, want: wsRead,
 			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {

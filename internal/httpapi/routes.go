@@ -41,6 +41,9 @@ func (s *Server) routes(r chi.Router) {
 	s.handle(r, "POST", "/tokens", s.createToken)
 	s.handle(r, "DELETE", "/tokens/{id}", s.revokeToken)
 	s.handle(r, "GET", "/audit", s.listAudit, "workspace_id", "limit", "before")
+	s.handle(r, "GET", "/users", s.listUsers)
+	s.handle(r, "POST", "/users", s.createUser)
+	s.handle(r, "DELETE", "/users/{id}", s.deleteUser)
 	s.boxRoutes(r)
 }
 
@@ -48,7 +51,7 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, q query) {
 	p, _ := auth.FromContext(r.Context())
 	writeJSON(w, 200, client.Whoami{Principal: client.Principal{
 		Kind: p.Kind, OrgID: p.OrgID, WorkspaceID: p.WorkspaceID,
-		ActingWorkspaceID: p.ActingWorkspaceID, TokenID: p.TokenID,
+		ActingWorkspaceID: p.ActingWorkspaceID, TokenID: p.TokenID, UserID: p.UserID, Role: p.Role,
 	}})
 }
 
@@ -151,7 +154,7 @@ func timePtr(t time.Time) *time.Time {
 func TokenJSON(t store.Token) client.Token {
 	return client.Token{
 		ID: t.ID, OrgID: t.OrgID, Kind: t.Kind, Name: t.Name, WorkspaceID: t.WorkspaceID,
-		ActingWorkspaceID: t.ActingWorkspaceID, CreatedAt: t.CreatedAt, ExpiresAt: timePtr(t.ExpiresAt),
+		ActingWorkspaceID: t.ActingWorkspaceID, UserID: t.UserID, CreatedAt: t.CreatedAt, ExpiresAt: timePtr(t.ExpiresAt),
 		RevokedAt: timePtr(t.RevokedAt), LastUsedAt: timePtr(t.LastUsedAt),
 	}
 }
@@ -236,4 +239,46 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, q query) {
 		page.NextBefore = list[len(list)-1].ID
 	}
 	writeJSON(w, 200, page)
+}
+
+// UserJSON converts a person to their API shape.
+func UserJSON(u store.User) client.User {
+	return client.User{ID: u.ID, OrgID: u.OrgID, Name: u.Name, Role: u.Role, CreatedAt: u.CreatedAt}
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, q query) {
+	list, err := s.svc.ListUsers(ctx(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]client.User, len(list))
+	for i, u := range list {
+		out[i] = UserJSON(u)
+	}
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request, q query) {
+	var in client.CreateUser
+	if !s.decode(w, r, &in) {
+		return
+	}
+	u, err := s.svc.CreateUser(ctx(r), in.Name, in.Role)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, UserJSON(u))
+}
+
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, q query) {
+	if !s.noBody(w, r) {
+		return
+	}
+	if _, err := s.svc.DeleteUser(ctx(r), chi.URLParam(r, "id")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

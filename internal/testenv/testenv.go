@@ -17,10 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/crypto"
 	"github.com/orgplane/orgplane/internal/httpapi"
+	"github.com/orgplane/orgplane/internal/ids"
 	"github.com/orgplane/orgplane/internal/pgtest"
 	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/provision/fake"
@@ -56,6 +58,9 @@ type Env struct {
 	Org        core.NewOrg
 	AdminToken string
 	Admin      *client.Client
+	// OwnerToken is a user token of the org's first person, "owner".
+	OwnerToken string
+	Owner      *client.Client
 	Fake       *fake.Provisioner // when Provisioners was nil
 
 	newService func() *core.Service
@@ -134,6 +139,8 @@ func New(t testing.TB, opts Options) *Env {
 		require.NoError(t, e.Service.StartPending(ctx, e.Org.Org.ID, e.Org.Platform.ID))
 		e.AdminToken = e.Org.Secret
 		e.Admin = client.New(e.URL, e.AdminToken)
+		e.OwnerToken = e.Org.OwnerSecret
+		e.Owner = client.New(e.URL, e.OwnerToken)
 	}
 	return e
 }
@@ -147,6 +154,18 @@ func (e *Env) Restart() {
 	e.Service.Close()
 	e.Service = e.newService()
 	require.NoError(e.T, e.Service.Start(context.Background()))
+}
+
+// UserToken mints a user token for a person straight in the store: how a
+// person gets a first credential (a sign-in link, a session) is not what
+// the tests using it are about.
+func (e *Env) UserToken(orgID, userID, name string) string {
+	e.T.Helper()
+	t := store.Token{ID: ids.New("t"), OrgID: orgID, Kind: store.TokenUser, Name: name, UserID: userID, CreatedAt: time.Now()}
+	secret, hash := auth.NewSecret(store.TokenUser, t.ID)
+	t.SecretHash = hash
+	require.NoError(e.T, e.Store.InsertToken(context.Background(), t))
+	return secret
 }
 
 // NewOrg creates another org and returns it with an admin client.

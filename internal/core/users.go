@@ -1,0 +1,122 @@
+package core
+
+import (
+	"context"
+	"errors"
+
+	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/store"
+)
+
+// People are user principals: owners, admins and viewers. Only owners
+// manage them, and only people can be owners: no token of an agent or of
+// automation creates a person (that would let it make itself one).
+
+func validRole(role string) error {
+	switch role {
+	case store.RoleOwner, store.RoleAdmin, store.RoleViewer:
+		return nil
+	}
+	return Invalid("invalid_role", "role must be owner, admin or viewer; got %q", role)
+}
+
+func requireOwner(p auth.Principal, what string) error {
+	if !p.IsPerson() || p.Role != auth.RoleOwner {
+		return Forbidden("%s requires an owner (a person; no token of an agent or of automation may)", what)
+	}
+	return nil
+}
+
+// CreateUser adds a person to the org; owners only.
+func (s *Service) CreateUser(ctx context.Context, name, role string) (store.User, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return store.User{}, err
+	}
+	ev := &auditEvent{Action: "user.create", TargetKind: "user", Detail: map[string]any{"name": name, "role": role}}
+	var u store.User
+	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		if err := requireOwner(p, "adding a person"); err != nil {
+			return err
+		}
+		if err := validName("user name", name); err != nil {
+			return err
+		}
+		if err := validRole(role); err != nil {
+			return err
+		}
+		u = store.User{ID: ids.New("u"), OrgID: p.OrgID, Name: name, Role: role, CreatedAt: s.clock.Now()}
+		ev.TargetID = u.ID
+		if err := tx.InsertUser(ctx, u); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return Conflict("a person named %q already exists", name)
+			}
+			return err
+		}
+		return nil
+	})
+	return u, err
+}
+
+// ListUsers lists the org's people; owners and admins (people, or admin
+// tokens) only.
+func (s *Service) ListUsers(ctx context.Context) ([]store.User, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireAdmin(p, "listing people"); err != nil {
+		return nil, err
+	}
+	return s.store.ListUsers(ctx, p.OrgID)
+}
+
+// DeleteUser removes a person (id or name) and revokes their tokens; owners
+// only. The org's last owner cannot be removed.
+func (s *Service) DeleteUser(ctx context.Context, ref string) (store.User, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return store.User{}, err
+	}
+	ev := &auditEvent{Action: "user.delete", TargetKind: "user", TargetID: ref, Detail: map[string]any{}}
+	var u store.User
+	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		if err := requireOwner(p, "removing a person"); err != nil {
+			return err
+		}
+		if err := tx.LockOrg(ctx, p.OrgID); err != nil { // two owners removing each other
+			return err
+		}
+		var err error
+		if ids.Valid("u", ref) {
+			u, err = tx.GetUser(ctx, p.OrgID, ref)
+			if err == nil && !u.RemovedAt.IsZero() {
+				err = store.ErrNotFound
+			}
+		} else {
+			u, err = tx.GetUserByName(ctx, p.OrgID, ref)
+		}
+		if err != nil {
+			return notFoundAs(err, "user", ref)
+		}
+		ev.TargetID, ev.Detail["name"] = u.ID, u.Name
+		if u.Role == store.RoleOwner {
+			all, err := tx.ListUsers(ctx, p.OrgID)
+			if err != nil {
+				return err
+			}
+			owners := 0
+			for _, x := range all {
+				if x.Role == store.RoleOwner {
+					owners++
+				}
+			}
+			if owners <= 1 {
+				return Refused("last_owner", "%s is the org's last owner: add another owner first", u.Name)
+			}
+		}
+		return tx.RemoveUser(ctx, p.OrgID, u.ID, s.clock.Now())
+	})
+	return u, err
+}
