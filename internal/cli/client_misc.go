@@ -38,6 +38,10 @@ func newWhoamiCmd(g *Globals) *cobra.Command {
 			if p.ActingWorkspaceID != "" {
 				f.add("acting workspace", p.ActingWorkspaceID)
 			}
+			if p.UserID != "" {
+				f.add("user", p.UserID)
+				f.add("role", p.Role)
+			}
 			f.add("token", p.TokenID)
 			return f.flush()
 		},

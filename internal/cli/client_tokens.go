@@ -98,14 +98,15 @@ func newTokensCreateCmd(g *Globals, now func() time.Time) *cobra.Command {
 		expiresIn string
 	)
 	cmd := &cobra.Command{
-		Use:   "create --kind admin|workspace --name NAME",
+		Use:   "create --kind admin|workspace|user --name NAME",
 		Short: "Mint a token; its secret is shown once",
 		Long: `Mint a token. Its secret is printed once and cannot be read again:
 store it right away.
 
 An admin token acts on the whole org; --acting-workspace binds it to a
 workspace (the platform workspace for the concierge). A workspace token
-acts as one workspace (--workspace).`,
+acts as one workspace (--workspace). A user token is yours, a person's
+(sign in as yourself to mint one): it acts with your role.`,
 		Example: `  orgplane tokens create --kind admin --name ci --expires-in 30d
   orgplane tokens create --kind workspace --name researcher --workspace ws_123`,
 		Args: cobra.NoArgs,
@@ -122,10 +123,14 @@ acts as one workspace (--workspace).`,
 				if in.ActingWorkspaceID != "" {
 					return errors.New("--acting-workspace is for admin tokens only")
 				}
+			case "user":
+				if in.WorkspaceID != "" || in.ActingWorkspaceID != "" {
+					return errors.New("a user token is a person's: it takes no --workspace nor --acting-workspace")
+				}
 			case "":
-				return errors.New("--kind is required: admin or workspace")
+				return errors.New("--kind is required: admin, workspace or user")
 			default:
-				return fmt.Errorf("--kind must be admin or workspace; got %q", in.Kind)
+				return fmt.Errorf("--kind must be admin, workspace or user; got %q", in.Kind)
 			}
 			if strings.TrimSpace(in.Name) == "" {
 				return errors.New("--name is required")
@@ -158,7 +163,7 @@ acts as one workspace (--workspace).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&in.Kind, "kind", "", "admin or workspace (required)")
+	f.StringVar(&in.Kind, "kind", "", "admin, workspace or user (required)")
 	f.StringVar(&in.Name, "name", "", "a name to recognize it by (required)")
 	f.StringVar(&in.WorkspaceID, "workspace", "", "the workspace a workspace token acts as")
 	f.StringVar(&in.ActingWorkspaceID, "acting-workspace", "", "bind an admin token to this workspace")

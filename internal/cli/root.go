@@ -55,11 +55,16 @@ func (g *Globals) Client() (*client.Client, error) {
 		}
 	}
 	if token == "" {
-		b, err := os.ReadFile(filepath.Join(g.DataDir, "admin.token"))
-		if err != nil {
-			return nil, fmt.Errorf("no token: pass --token or set ORGPLANE_TOKEN (or run where %s/admin.token exists)", g.DataDir)
+		// A person at the keyboard first: owner.token, else admin.token.
+		for _, name := range []string{"owner.token", "admin.token"} {
+			if b, err := os.ReadFile(filepath.Join(g.DataDir, name)); err == nil {
+				token = strings.TrimSpace(string(b))
+				break
+			}
 		}
-		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return nil, fmt.Errorf("no token: pass --token or set ORGPLANE_TOKEN (or run where %s/owner.token or admin.token exists)", g.DataDir)
+		}
 	}
 	return client.New(server, token), nil
 }
@@ -83,7 +88,7 @@ client commands (workspaces, secrets, tokens, audit, ...).`,
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.Server, "server", os.Getenv("ORGPLANE_SERVER"), "server URL (env ORGPLANE_SERVER; default from the data dir, else http://"+DefaultAddr+")")
-	pf.StringVar(&g.Token, "token", os.Getenv("ORGPLANE_TOKEN"), "API token (env ORGPLANE_TOKEN; default DATA_DIR/admin.token)")
+	pf.StringVar(&g.Token, "token", os.Getenv("ORGPLANE_TOKEN"), "API token (env ORGPLANE_TOKEN; default DATA_DIR/owner.token, else DATA_DIR/admin.token)")
 	pf.StringVar(&g.DataDir, "data-dir", envOr("ORGPLANE_DATA_DIR", DefaultDataDir), "data directory (env ORGPLANE_DATA_DIR)")
 	pf.BoolVar(&g.JSON, "json", false, "machine-readable JSON output")
 

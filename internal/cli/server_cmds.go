@@ -232,9 +232,23 @@ printed once. Later runs reuse all of it.`,
 }
 
 // bootstrapDefault creates the default org on the first run and writes its
-// admin token to the data dir, printing it once.
+// admin token to the data dir, printing it once; and keeps DIR/owner.token,
+// the token of the person "owner" (the CLI prefers it: a person at the
+// keyboard), minting one when the file is missing.
 func bootstrapDefault(ctx context.Context, g *Globals, svc *core.Service, dir string) error {
-	if _, err := svc.OrgByName(ctx, DefaultOrg); err == nil {
+	ownerPath := filepath.Join(dir, "owner.token")
+	if o, err := svc.OrgByName(ctx, DefaultOrg); err == nil {
+		if _, err := os.Stat(ownerPath); err == nil {
+			return nil
+		}
+		secret, err := svc.OwnerToken(ctx, o.ID)
+		if err != nil {
+			return fmt.Errorf("owner token: %w", err)
+		}
+		if err := os.WriteFile(ownerPath, []byte(secret+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write owner token: %w", err)
+		}
+		fmt.Fprintf(g.Stdout, "Wrote the token of the person \"owner\" to %s.\n", ownerPath)
 		return nil
 	}
 	n, err := svc.CreateOrg(ctx, DefaultOrg)
@@ -248,8 +262,12 @@ func bootstrapDefault(ctx context.Context, g *Globals, svc *core.Service, dir st
 	if err := os.WriteFile(path, []byte(n.Secret+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write admin token: %w", err)
 	}
+	if err := os.WriteFile(ownerPath, []byte(n.OwnerSecret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write owner token: %w", err)
+	}
 	fmt.Fprintf(g.Stdout, "Created org %q (%s) with platform workspace %s.\n", n.Org.Name, n.Org.ID, n.Platform.ID)
 	fmt.Fprintf(g.Stdout, "Admin token (shown once; also saved to %s):\n%s\n", path, n.Secret)
+	fmt.Fprintf(g.Stdout, "The person \"owner\" was created; their token is in %s (the CLI uses it by default).\n", ownerPath)
 	return nil
 }
 
@@ -325,10 +343,12 @@ func newOrgCmd(g *Globals) *cobra.Command {
 			}
 			if g.JSON {
 				return printJSON(g.Stdout, map[string]string{"org_id": n.Org.ID, "name": n.Org.Name,
-					"platform_workspace_id": n.Platform.ID, "admin_token": n.Secret})
+					"platform_workspace_id": n.Platform.ID, "admin_token": n.Secret,
+					"owner_user_id": n.Owner.ID, "owner_token": n.OwnerSecret})
 			}
 			fmt.Fprintf(g.Stdout, "Created org %q (%s) with platform workspace %s.\n", n.Org.Name, n.Org.ID, n.Platform.ID)
 			fmt.Fprintf(g.Stdout, "Admin token (shown once):\n%s\n", n.Secret)
+			fmt.Fprintf(g.Stdout, "Token of the person \"owner\" (shown once):\n%s\n", n.OwnerSecret)
 			return nil
 		},
 	}

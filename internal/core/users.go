@@ -120,3 +120,38 @@ func (s *Service) DeleteUser(ctx context.Context, ref string) (store.User, error
 	})
 	return u, err
 }
+
+// OwnerToken mints a user token for the org's person "owner" (creating
+// them, an owner, if the org has none yet): an operator action of
+// `orgplane up`, which keeps DATA_DIR/owner.token for the person at the
+// keyboard. The secret is returned once.
+func (s *Service) OwnerToken(ctx context.Context, orgID string) (string, error) {
+	var secret string
+	err := s.store.InTx(ctx, func(tx store.Store) error {
+		now := s.clock.Now()
+		u, err := tx.GetUserByName(ctx, orgID, "owner")
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			u = store.User{ID: ids.New("u"), OrgID: orgID, Name: "owner", Role: store.RoleOwner, CreatedAt: now}
+			if err := tx.InsertUser(ctx, u); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case u.Role != store.RoleOwner:
+			return Refused("not_owner", "the person named owner is a %s; give DATA_DIR/owner.token yourself", u.Role)
+		}
+		t := store.Token{ID: ids.New("t"), OrgID: orgID, Kind: store.TokenUser, Name: "owner-" + now.UTC().Format("20060102-150405"),
+			UserID: u.ID, CreatedAt: now}
+		secret, t.SecretHash = auth.NewSecret(store.TokenUser, t.ID)
+		if err := tx.InsertToken(ctx, t); err != nil {
+			return err
+		}
+		_, err = tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(orgID), auditEvent{
+			Action: "token.create", TargetKind: "token", TargetID: t.ID,
+			Detail: map[string]any{"kind": store.TokenUser, "name": t.Name, "user_id": u.ID, "why": "owner.token"},
+		}, "ok"))
+		return err
+	})
+	return secret, err
+}

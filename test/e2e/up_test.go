@@ -131,8 +131,10 @@ func TestUp(t *testing.T) {
 
 	t.Run("cli", func(t *testing.T) {
 		s := s.with(t)
+		// The CLI acts as the person at the keyboard: DATA_DIR/owner.token.
 		out := s.cliOK("whoami")
-		assert.Contains(t, out, "admin")
+		assert.Contains(t, out, "user")
+		assert.Contains(t, out, "owner")
 		assert.Contains(t, out, s.orgID)
 		var who client.Whoami
 		s.cliJSON(&who, "whoami")
