@@ -183,6 +183,25 @@ func (s *Service) checkSecretEnvSize(ctx context.Context, tx store.Store, orgID,
 		return s.checkEnvSizes(z, []store.Workspace{w})
 	}
 	z.setGlobal(key, size)
+	// A bound first, without reading every workspace: the globals, the
+	// largest own secrets of any workspace, and the longest spec (its JSON
+	// is never shorter than what it adds to an exec). Orgs far from the
+	// cap, nearly all of them, stop here.
+	maxOwn := 0
+	for _, m := range z.own {
+		n := 0
+		for _, size := range m {
+			n += size
+		}
+		maxOwn = max(maxOwn, n)
+	}
+	maxSpec, err := tx.MaxSpecLength(ctx, orgID)
+	if err != nil {
+		return err
+	}
+	if z.globalTotal+maxOwn+maxSpec+contractReserve <= s.cfg.MaxBoxEnvBytes {
+		return nil
+	}
 	ws, err := tx.ListWorkspaces(ctx, orgID, false, store.ListParams{})
 	if err != nil {
 		return err

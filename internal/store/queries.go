@@ -148,6 +148,20 @@ func (s *sqlStore) ListChildren(ctx context.Context, orgID, parentID string) ([]
 		WHERE org_id = $1 AND parent_id = $2 AND status <> 'removed' ORDER BY id`, orgID, parentID)
 }
 
+func (s *sqlStore) MaxSpecLength(ctx context.Context, orgID string) (int, error) {
+	// Bytes, not characters: length() counts characters on both engines.
+	octets := "length(CAST(spec AS BLOB))"
+	if s.dialect == Postgres {
+		octets = "octet_length(spec)"
+	}
+	var n sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT MAX(`+octets+`) FROM workspaces WHERE org_id = $1 AND status <> 'removed'`,
+		orgID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("max spec length: %w", mapErr(err))
+	}
+	return int(n.Int64), nil
+}
+
 func (s *sqlStore) ListChildrenForUpdate(ctx context.Context, orgID, parentID string) ([]Workspace, error) {
 	return s.queryWorkspaces(ctx, `SELECT `+workspaceCols+` FROM workspaces
 		WHERE org_id = $1 AND parent_id = $2 AND status <> 'removed' ORDER BY id`+s.forUpdate(), orgID, parentID)

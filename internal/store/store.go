@@ -57,6 +57,9 @@ type Store interface {
 	// ListWorkspaces lists the org's workspaces by id, removed ones included
 	// only when includeRemoved.
 	ListWorkspaces(ctx context.Context, orgID string, includeRemoved bool, p ListParams) ([]Workspace, error)
+	// MaxSpecLength is the length of the longest spec (its JSON text) of
+	// the org's live workspaces.
+	MaxSpecLength(ctx context.Context, orgID string) (int, error)
 	// ListChildren lists the workspaces whose parent is parentID, not removed.
 	ListChildren(ctx context.Context, orgID, parentID string) ([]Workspace, error)
 	// ListChildrenForUpdate is ListChildren that, inside InTx on Postgres,

@@ -93,6 +93,7 @@ func Run(t *testing.T, open Opener) {
 		{"LockServer", testLockServer},
 		{"Supervision", testSupervision},
 		{"Users", testUsers},
+		{"Workspaces/MaxSpecLength", testMaxSpecLength},
 		{"InTx/Commit", testInTxCommit},
 		{"InTx/Rollback", testInTxRollback},
 		{"InTx/Nested", testInTxNested},
@@ -2305,4 +2306,17 @@ func testUsers(t *testing.T, f *fixture) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.NoError(t, f.s.InsertUser(f.ctx, dup), "the name is free again")
 	_ = p
+}
+
+func testMaxSpecLength(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	n, err := f.s.MaxSpecLength(f.ctx, o.ID)
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "the platform's {}")
+	const big = `{"env":{"A":"é"}}` // one more byte than characters
+	f.ws(p, "big", func(w *store.Workspace) { w.Spec = big })
+	f.ws(p, "gone", func(w *store.Workspace) { w.Spec = `{"env":{"A":"` + strings.Repeat("x", 100) + `"}}`; w.Status = "removed" })
+	n, err = f.s.MaxSpecLength(f.ctx, o.ID)
+	require.NoError(t, err)
+	require.Equal(t, len(big), n, "bytes, live workspaces only")
 }
