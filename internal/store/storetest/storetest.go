@@ -2315,7 +2315,10 @@ func testMaxSpecLength(t *testing.T, f *fixture) {
 	require.Equal(t, 2, n, "the platform's {}")
 	const big = `{"env":{"A":"é"}}` // one more byte than characters
 	f.ws(p, "big", func(w *store.Workspace) { w.Spec = big })
-	f.ws(p, "gone", func(w *store.Workspace) { w.Spec = `{"env":{"A":"` + strings.Repeat("x", 100) + `"}}`; w.Status = "removed" })
+	f.ws(p, "gone", func(w *store.Workspace) {
+		w.Spec = `{"env":{"A":"` + strings.Repeat("x", 100) + `"}}`
+		w.Status = "removed"
+	})
 	n, err = f.s.MaxSpecLength(f.ctx, o.ID)
 	require.NoError(t, err)
 	require.Equal(t, len(big), n, "bytes, live workspaces only")
