@@ -168,6 +168,20 @@ func (c *Client) DeleteUser(ctx context.Context, ref string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/users/"+esc(ref), nil, nil)
 }
 
+// GetPolicy reads the org's approval policy.
+func (c *Client) GetPolicy(ctx context.Context) (Policy, error) {
+	var out Policy
+	err := c.Do(ctx, http.MethodGet, "/v1/policy", nil, &out)
+	return out, err
+}
+
+// SetPolicy replaces the org's approval policy (owners only).
+func (c *Client) SetPolicy(ctx context.Context, in PutPolicy) (Policy, error) {
+	var out Policy
+	err := c.Do(ctx, http.MethodPut, "/v1/policy", in, &out)
+	return out, err
+}
+
 // ListAudit pages the audit log.
 func (c *Client) ListAudit(ctx context.Context, workspaceID string, limit int, before int64) (AuditPage, error) {
 	q := url.Values{}

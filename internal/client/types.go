@@ -174,3 +174,42 @@ type CreateUser struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
 }
+
+// PolicyGates are the agent actions gated behind an approval.
+type PolicyGates struct {
+	PlatformRestart     bool `json:"platform_restart"`
+	GlobalSecret        bool `json:"global_secret"`
+	WorkspaceDelete     bool `json:"workspace_delete"`
+	AdminToken          bool `json:"admin_token"`
+	WorkspaceProtection bool `json:"workspace_protection"`
+}
+
+// Policy is the org's approval policy (GET /v1/policy).
+type Policy struct {
+	Gates             PolicyGates `json:"gates"`
+	RestartThreshold  int         `json:"restart_threshold"`
+	Quorum            int         `json:"quorum"`
+	DefaultTTLSeconds int         `json:"default_ttl_seconds"`
+	MaxTTLSeconds     int         `json:"max_ttl_seconds"`
+	UpdatedAt         *time.Time  `json:"updated_at,omitempty"`
+}
+
+// PutPolicyGates is the gates of PUT /v1/policy: every one is required, so
+// that a forgotten field never silently ungates an action.
+type PutPolicyGates struct {
+	PlatformRestart     *bool `json:"platform_restart"`
+	GlobalSecret        *bool `json:"global_secret"`
+	WorkspaceDelete     *bool `json:"workspace_delete"`
+	AdminToken          *bool `json:"admin_token"`
+	WorkspaceProtection *bool `json:"workspace_protection"`
+}
+
+// PutPolicy is the body of PUT /v1/policy: the whole policy, every field
+// required.
+type PutPolicy struct {
+	Gates             *PutPolicyGates `json:"gates"`
+	RestartThreshold  *int            `json:"restart_threshold"`
+	Quorum            *int            `json:"quorum"`
+	DefaultTTLSeconds *int            `json:"default_ttl_seconds"`
+	MaxTTLSeconds     *int            `json:"max_ttl_seconds"`
+}

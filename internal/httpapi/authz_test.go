@@ -361,6 +361,24 @@ func secretState(scope func(*target) string) func(*testing.T, *authzFixture, *ta
 
 // tokenState lists the tokens people minted (box tokens come and go with
 // background restarts of other rows' workspaces).
+// defaultPutPolicy is the default policy as a PUT body (writing it
+// changes no rule, so the matrix's successful rows leave the org as it was).
+func defaultPutPolicy() client.PutPolicy {
+	t := true
+	n := func(v int) *int { return &v }
+	return client.PutPolicy{
+		Gates:            &client.PutPolicyGates{PlatformRestart: &t, GlobalSecret: &t, WorkspaceDelete: &t, AdminToken: &t, WorkspaceProtection: &t},
+		RestartThreshold: n(10), Quorum: n(1), DefaultTTLSeconds: n(86400), MaxTTLSeconds: n(7 * 86400),
+	}
+}
+
+func policyState(t *testing.T, f *authzFixture, _ *target) string {
+	t.Helper()
+	p, err := f.e.Owner.GetPolicy(context.Background())
+	require.NoError(t, err)
+	return fmt.Sprintf("%+v %v", p, p.UpdatedAt)
+}
+
 func userState(t *testing.T, f *authzFixture, _ *target) string {
 	t.Helper()
 	list, err := f.e.Owner.ListUsers(context.Background())
@@ -594,6 +612,15 @@ func authzEndpoints() []endpoint {
 					}
 				}
 			}},
+		{name: "policy.get", method: "GET", path: fixed("/v1/policy"), want: orgAdmin,
+			check: func(t *testing.T, _ *authzFixture, _ *target, _ caller, r result) {
+				require.Equal(t, 1, decodeJSON[client.Policy](t, r).Quorum)
+			}},
+		{name: "policy.put", method: "PUT", path: fixed("/v1/policy"),
+			body: func(t *testing.T, _ *authzFixture, _ *target) []byte { return mustJSON(t, defaultPutPolicy()) },
+			// Owners only: never an agent, never automation, not an admin person.
+			want:  want{otherOrg: 403, otherWS: 403, ownWS: 403, admin: 403, owner: 200, personAdmin: 403},
+			state: policyState},
 		{name: "users.list", method: "GET", path: fixed("/v1/users"),
 			want: want{otherOrg: 200, otherWS: 403, ownWS: 403, admin: 200, viewer: 403},
 			check: func(t *testing.T, f *authzFixture, _ *target, c caller, r result) {

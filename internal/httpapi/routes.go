@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -41,6 +42,8 @@ func (s *Server) routes(r chi.Router) {
 	s.handle(r, "POST", "/tokens", s.createToken)
 	s.handle(r, "DELETE", "/tokens/{id}", s.revokeToken)
 	s.handle(r, "GET", "/audit", s.listAudit, "workspace_id", "limit", "before")
+	s.handle(r, "GET", "/policy", s.getPolicy)
+	s.handle(r, "PUT", "/policy", s.putPolicy)
 	s.handle(r, "GET", "/users", s.listUsers)
 	s.handle(r, "POST", "/users", s.createUser)
 	s.handle(r, "DELETE", "/users/{id}", s.deleteUser)
@@ -281,4 +284,65 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, q query) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// PolicyJSON converts a policy to its API shape.
+func PolicyJSON(p core.Policy) client.Policy {
+	return client.Policy{
+		Gates: client.PolicyGates{PlatformRestart: p.Gates.PlatformRestart, GlobalSecret: p.Gates.GlobalSecret,
+			WorkspaceDelete: p.Gates.WorkspaceDelete, AdminToken: p.Gates.AdminToken, WorkspaceProtection: p.Gates.WorkspaceProtection},
+		RestartThreshold: p.RestartThreshold, Quorum: p.Quorum, DefaultTTLSeconds: p.DefaultTTLSeconds,
+		MaxTTLSeconds: p.MaxTTLSeconds, UpdatedAt: timePtr(p.UpdatedAt),
+	}
+}
+
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, q query) {
+	p, err := s.svc.GetPolicy(ctx(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, PolicyJSON(p))
+}
+
+func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, q query) {
+	var in client.PutPolicy
+	if !s.decode(w, r, &in) {
+		return
+	}
+	var missing []string
+	need := func(name string, ok bool) {
+		if !ok {
+			missing = append(missing, name)
+		}
+	}
+	need("gates", in.Gates != nil)
+	need("restart_threshold", in.RestartThreshold != nil)
+	need("quorum", in.Quorum != nil)
+	need("default_ttl_seconds", in.DefaultTTLSeconds != nil)
+	need("max_ttl_seconds", in.MaxTTLSeconds != nil)
+	if in.Gates != nil {
+		g := in.Gates
+		need("gates.platform_restart", g.PlatformRestart != nil)
+		need("gates.global_secret", g.GlobalSecret != nil)
+		need("gates.workspace_delete", g.WorkspaceDelete != nil)
+		need("gates.admin_token", g.AdminToken != nil)
+		need("gates.workspace_protection", g.WorkspaceProtection != nil)
+	}
+	if len(missing) > 0 {
+		s.fail(w, r, core.Invalid("missing_field", "PUT /v1/policy replaces the whole policy: missing %s", strings.Join(missing, ", ")))
+		return
+	}
+	g := in.Gates
+	p, err := s.svc.SetPolicy(ctx(r), core.Policy{
+		Gates: core.Gates{PlatformRestart: *g.PlatformRestart, GlobalSecret: *g.GlobalSecret, WorkspaceDelete: *g.WorkspaceDelete,
+			AdminToken: *g.AdminToken, WorkspaceProtection: *g.WorkspaceProtection},
+		RestartThreshold: *in.RestartThreshold, Quorum: *in.Quorum,
+		DefaultTTLSeconds: *in.DefaultTTLSeconds, MaxTTLSeconds: *in.MaxTTLSeconds,
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, PolicyJSON(p))
 }

@@ -177,6 +177,10 @@ type Store interface {
 	// ClearSupervision ends every lease: for a store only this process uses
 	// (embedded SQLite), the previous run's leases are dead.
 	ClearSupervision(ctx context.Context) error
+	// GetPolicy returns the org's stored policy (ErrNotFound: never set).
+	GetPolicy(ctx context.Context, orgID string) (StoredPolicy, error)
+	// PutPolicy stores the org's policy, replacing it.
+	PutPolicy(ctx context.Context, p StoredPolicy) error
 	// LockServer makes this process the only orgplane server of the store
 	// until release is called: on SQLite an exclusive lock on a file beside
 	// the database (a second server is refused, with ErrLocked); on

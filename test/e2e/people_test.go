@@ -59,3 +59,25 @@ func TestUpCreatesTheOwnerAndTheCLIActsAsThem(t *testing.T) {
 	s.cliJSON(&who, "whoami")
 	require.Equal(t, "owner", who.Principal.Role)
 }
+
+// The policy from the CLI: the owner (the CLI's default person) changes
+// it; the org's admin token, automation, cannot.
+func TestPolicyFromTheCLI(t *testing.T) {
+	s := startServer(t)
+	out := s.cliOK("policy", "show")
+	require.Contains(t, out, "never (the defaults)")
+	var p client.Policy
+	s.cliJSON(&p, "policy", "set", "--quorum", "2", "--gate", "admin_token=off", "--default-ttl", "2h")
+	require.Equal(t, 2, p.Quorum)
+	require.False(t, p.Gates.AdminToken)
+	require.True(t, p.Gates.PlatformRestart, "what was not given stays")
+	require.Equal(t, 7200, p.DefaultTTLSeconds)
+	_, errOut, code := s.cli("--token", s.token, "policy", "set", "--quorum", "1")
+	require.NotZero(t, code)
+	require.Contains(t, errOut, "owner")
+	_, errOut, code = s.cli("policy", "set", "--gate", "everything=off")
+	require.NotZero(t, code)
+	require.Contains(t, errOut, "NAME=on or NAME=off")
+	s.cliJSON(&p, "policy", "show")
+	require.Equal(t, 2, p.Quorum, "the refused changes changed nothing")
+}

@@ -93,6 +93,7 @@ func Run(t *testing.T, open Opener) {
 		{"LockServer", testLockServer},
 		{"Supervision", testSupervision},
 		{"Users", testUsers},
+		{"Policy", testPolicy},
 		{"Workspaces/MaxSpecLength", testMaxSpecLength},
 		{"InTx/Commit", testInTxCommit},
 		{"InTx/Rollback", testInTxRollback},
@@ -2322,4 +2323,20 @@ func testMaxSpecLength(t *testing.T, f *fixture) {
 	n, err = f.s.MaxSpecLength(f.ctx, o.ID)
 	require.NoError(t, err)
 	require.Equal(t, len(big), n, "bytes, live workspaces only")
+}
+
+func testPolicy(t *testing.T, f *fixture) {
+	o, _ := f.org("acme")
+	other, _ := f.org("other")
+	_, err := f.s.GetPolicy(f.ctx, o.ID)
+	require.ErrorIs(t, err, store.ErrNotFound, "never set")
+	p := store.StoredPolicy{OrgID: o.ID, Body: `{"quorum":2}`, UpdatedAt: t0, UpdatedBy: "t1"}
+	require.NoError(t, f.s.PutPolicy(f.ctx, p))
+	p.Body, p.UpdatedAt = `{"quorum":3}`, t0.Add(time.Minute)
+	require.NoError(t, f.s.PutPolicy(f.ctx, p), "replaced")
+	got, err := f.s.GetPolicy(f.ctx, o.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StoredPolicy{OrgID: o.ID, Body: `{"quorum":3}`, UpdatedAt: us(t0.Add(time.Minute)), UpdatedBy: "t1"}, got)
+	_, err = f.s.GetPolicy(f.ctx, other.ID)
+	require.ErrorIs(t, err, store.ErrNotFound, "per org")
 }
