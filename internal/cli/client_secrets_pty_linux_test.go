@@ -61,9 +61,21 @@ func echoOn(t *testing.T, tty *os.File) bool {
 	return tio.Lflag&unix.ECHO != 0
 }
 
-func waitEchoOff(t *testing.T, tty *os.File) {
+// waitEchoOff waits for the command's prompt to turn echo off; if the
+// command ends first, it fails at once and says how it ended.
+func waitEchoOff(t *testing.T, tty *os.File, done <-chan int, stderr *lockedBuffer) {
 	t.Helper()
-	require.Eventually(t, func() bool { return !echoOn(t, tty) }, 20*time.Second, 5*time.Millisecond, "the prompt turns echo off")
+	deadline := time.Now().Add(30 * time.Second)
+	for echoOn(t, tty) {
+		select {
+		case code := <-done:
+			t.Fatalf("the command ended (code %d) before prompting: %q", code, stderr.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the prompt did not turn echo off within 30s; stderr so far: %q", stderr.String())
+		}
+	}
 }
 
 // lockedBuffer is written by the command while the test reads it.
@@ -114,7 +126,7 @@ func TestSecretsSetPromptsWithoutEcho(t *testing.T) {
 	go func() {
 		done <- Main(context.Background(), []string{"--server", f.srv.URL, "--token", testToken, "secrets", "set", "API_KEY"}, slave, &out, &errb)
 	}()
-	waitEchoOff(t, slave)
+	waitEchoOff(t, slave, done, &errb)
 	_, err := master.Write([]byte(plantedSecret + "\n"))
 	require.NoError(t, err)
 
@@ -145,7 +157,7 @@ func TestSecretsSetPromptInterruptedRestoresEcho(t *testing.T) {
 	go func() {
 		done <- Main(ctx, []string{"--server", f.srv.URL, "--token", testToken, "secrets", "set", "API_KEY"}, slave, &out, &errb)
 	}()
-	waitEchoOff(t, slave)
+	waitEchoOff(t, slave, done, &errb)
 	cancel()
 	select {
 	case code := <-done:
