@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/orgplane/orgplane/internal/provision"
+	"github.com/orgplane/orgplane/internal/store"
 )
 
 // Every call to a provisioner runs under a deadline: a hung engine (a
@@ -58,12 +59,34 @@ func (s *Service) sees(runtime string, h provision.Handle) bool {
 	if h.Node == "" {
 		return true
 	}
-	prov := s.provs[h.Runtime]
-	if prov == nil {
-		prov = s.provs[runtime]
-	}
-	n, ok := prov.(provision.Noder)
+	n, ok := s.provOf(runtime, h).(provision.Noder)
 	return !ok || n.Node() == h.Node
+}
+
+// provOf is the provisioner of a box: its handle's runtime's, else its
+// workspace's (handles of some backends name another runtime); nil when
+// this control plane has neither.
+func (s *Service) provOf(runtime string, h provision.Handle) provision.Provisioner {
+	if prov := s.provs[h.Runtime]; prov != nil {
+		return prov
+	}
+	return s.provs[runtime]
+}
+
+// auditBoxStop records a stop that orgplane made on its own (why), and
+// logs one that failed: a box that would not stop is never ignored.
+func (s *Service) auditBoxStop(w store.Workspace, gen int64, why string, detail map[string]any, err error) {
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	detail["why"], detail["generation"] = why, gen
+	outcome := "ok"
+	if err != nil {
+		outcome, detail["error"] = "failed", err.Error()
+		s.log.Error("stop box", "workspace_id", w.ID, "generation", gen, "why", why, "err", err)
+	}
+	s.appendAudit(context.Background(), systemPrincipal(w.OrgID), auditEvent{Action: "box.stop", TargetKind: "workspace",
+		TargetID: w.ID, WorkspaceID: w.ID, Detail: detail}, outcome)
 }
 
 // nodeOf is the node a new box of this provisioner runs on ("" when its

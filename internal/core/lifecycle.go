@@ -301,27 +301,17 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 // is, or none was recorded), so this is not a stop of the platform's box;
 // a failure to stop it is logged and audited, never ignored.
 func (s *Service) discardUnrecorded(w store.Workspace, h provision.Handle, why error) {
-	prov := s.provs[h.Runtime]
-	if prov == nil {
-		prov = s.provs[w.Runtime]
-	}
 	err := errors.New("no provisioner for its runtime")
-	if prov != nil {
+	if prov := s.provOf(w.Runtime, h); prov != nil {
 		err = s.provStop(context.Background(), prov, h)
 	}
-	outcome, detail := "ok", map[string]any{"why": "unrecorded", "generation": h.Generation, "cause": AsError(why).Message}
-	if err != nil {
-		outcome, detail["error"] = "failed", err.Error()
-		s.log.Error("stop a box that could not be recorded", "workspace_id", w.ID, "generation", h.Generation, "id", h.ID, "err", err)
-	}
-	s.appendAudit(context.Background(), systemPrincipal(w.OrgID), auditEvent{Action: "box.stop", TargetKind: "workspace",
-		TargetID: w.ID, WorkspaceID: w.ID, Detail: detail}, outcome)
+	s.auditBoxStop(w, h.Generation, "unrecorded", map[string]any{"cause": AsError(why).Message}, err)
 }
 
-// watch starts following a box generation. Whoever watches a box holds its
-// supervision lease (other replicas leave it alone while the lease lives,
-// and take it over when it lapses): the caller has claimed it., replacing any previous watcher
-// of the workspace.
+// watch starts following a box generation, replacing any previous watcher
+// of the workspace. Whoever watches a box holds its supervision lease
+// (other replicas leave it alone while the lease lives, and take it over
+// when it lapses): the caller has claimed it.
 func (s *Service) watch(w store.Workspace, h provision.Handle, owned bool, started time.Time) *boxWatch {
 	ctx, cancel := context.WithCancel(s.bgCtx)
 	bw := &boxWatch{orgID: w.OrgID, wsID: w.ID, gen: w.Generation, handle: h, owned: owned, cancel: cancel,
@@ -497,10 +487,7 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 				if err := s.terminate(context.WithoutCancel(ctx), w, bw.handle, false); err != nil {
 					// The workspace is failed already; the box that would not
 					// stop is recorded too, and its recovery stops it again.
-					s.log.Error("stop an unhealthy box", "workspace_id", w.ID, "generation", bw.gen, "err", err)
-					s.appendAudit(context.Background(), systemPrincipal(w.OrgID), auditEvent{Action: "box.stop",
-						TargetKind: "workspace", TargetID: w.ID, WorkspaceID: w.ID,
-						Detail: map[string]any{"why": "provision_timeout", "generation": bw.gen, "error": err.Error()}}, "failed")
+					s.auditBoxStop(w, bw.gen, "provision_timeout", nil, err)
 				}
 			}
 			bw.resolve(errors.New(msg))
@@ -751,10 +738,7 @@ func (s *Service) terminate(ctx context.Context, w store.Workspace, h provision.
 	if !s.sees(w.Runtime, h) {
 		return fmt.Errorf("stop box of %s: it runs on node %s, which this control plane cannot reach", w.ID, h.Node)
 	}
-	prov := s.provs[h.Runtime]
-	if prov == nil {
-		prov = s.provs[w.Runtime]
-	}
+	prov := s.provOf(w.Runtime, h)
 	if prov == nil {
 		return fmt.Errorf("runtime %s is not enabled on this control plane", w.Runtime)
 	}
@@ -766,23 +750,20 @@ func (s *Service) terminate(ctx context.Context, w store.Workspace, h provision.
 
 // cleanUpGone releases what a box known to be gone left behind (an exited
 // container, a process group's stragglers) through its provisioner's Stop,
-// which terminates nothing there. A failure is logged: the new box starts
-// regardless.
+// which terminates nothing there. A failure is logged and audited (what it
+// left may need an operator); the new box starts regardless.
 func (s *Service) cleanUpGone(ctx context.Context, w store.Workspace) {
 	h, ok := currentHandle(w)
 	if !ok || !s.sees(w.Runtime, h) {
 		return
 	}
-	prov := s.provs[h.Runtime]
-	if prov == nil {
-		prov = s.provs[w.Runtime]
-	}
+	prov := s.provOf(w.Runtime, h)
 	if prov == nil {
 		return
 	}
 	s.unwatch(w.ID, w.Generation)
 	if err := s.provStop(ctx, prov, h); err != nil {
-		s.log.Warn("clean up after a box that is gone", "workspace_id", w.ID, "generation", w.Generation, "err", err)
+		s.auditBoxStop(w, w.Generation, "clean_up_gone", nil, err)
 	}
 }
 

@@ -224,15 +224,12 @@ func (s *Service) stopAsync(w store.Workspace, why string) {
 		defer unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := s.stopCurrent(ctx, w, true); err != nil {
-			s.log.Error("stop box", "workspace_id", w.ID, "why", why, "err", err)
-			s.appendAudit(ctx, systemPrincipal(w.OrgID), auditEvent{Action: "box.stop", TargetKind: "workspace",
-				TargetID: w.ID, WorkspaceID: w.ID, Detail: map[string]any{"why": why, "error": err.Error()}}, "failed")
+		err := s.stopCurrent(ctx, w, true)
+		s.auditBoxStop(w, w.Generation, why, nil, err)
+		if err != nil {
 			s.recordError(w, "stop box ("+why+"): "+err.Error())
 			return
 		}
-		s.appendAudit(ctx, systemPrincipal(w.OrgID), auditEvent{Action: "box.stop", TargetKind: "workspace",
-			TargetID: w.ID, WorkspaceID: w.ID, Detail: map[string]any{"why": why, "generation": w.Generation}}, "ok")
 		s.events.Publish(Event{OrgID: w.OrgID, Type: "box.stop", WorkspaceID: w.ID, Reason: why})
 	}()
 }
