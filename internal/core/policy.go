@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/orgplane/orgplane/internal/store"
@@ -105,9 +106,46 @@ func (s *Service) GetPolicy(ctx context.Context) (Policy, error) {
 	return s.policyOf(ctx, s.store, p.OrgID)
 }
 
+// PolicyInput is a whole policy as a caller sends it: every field, every
+// gate, is required, so that a forgotten one is never silently turned off.
+type PolicyInput struct {
+	PlatformRestart, GlobalSecret, WorkspaceDelete, AdminToken, WorkspaceProtection *bool
+	RestartThreshold, Quorum, DefaultTTLSeconds, MaxTTLSeconds                      *int
+}
+
+// policy checks that every field is there and returns the policy.
+func (in PolicyInput) policy() (Policy, error) {
+	var missing []string
+	b := func(name string, v *bool) bool {
+		if v == nil {
+			missing = append(missing, name)
+			return false
+		}
+		return *v
+	}
+	n := func(name string, v *int) int {
+		if v == nil {
+			missing = append(missing, name)
+			return 0
+		}
+		return *v
+	}
+	p := Policy{
+		Gates: Gates{PlatformRestart: b("gates.platform_restart", in.PlatformRestart), GlobalSecret: b("gates.global_secret", in.GlobalSecret),
+			WorkspaceDelete: b("gates.workspace_delete", in.WorkspaceDelete), AdminToken: b("gates.admin_token", in.AdminToken),
+			WorkspaceProtection: b("gates.workspace_protection", in.WorkspaceProtection)},
+		RestartThreshold: n("restart_threshold", in.RestartThreshold), Quorum: n("quorum", in.Quorum),
+		DefaultTTLSeconds: n("default_ttl_seconds", in.DefaultTTLSeconds), MaxTTLSeconds: n("max_ttl_seconds", in.MaxTTLSeconds),
+	}
+	if len(missing) > 0 {
+		return Policy{}, Invalid("missing_field", "a policy is set whole: missing %s", strings.Join(missing, ", "))
+	}
+	return p, p.validate()
+}
+
 // SetPolicy replaces the org's policy; owners only (never an agent, never
 // automation). The change is audited with what it was and what it is.
-func (s *Service) SetPolicy(ctx context.Context, in Policy) (Policy, error) {
+func (s *Service) SetPolicy(ctx context.Context, input PolicyInput) (Policy, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return Policy{}, err
@@ -118,14 +156,18 @@ func (s *Service) SetPolicy(ctx context.Context, in Policy) (Policy, error) {
 		if err := requireOwner(p, "changing the policy"); err != nil {
 			return err
 		}
-		if err := in.validate(); err != nil {
+		in, err := input.policy()
+		if err != nil {
+			return err
+		}
+		// Owners changing it at once take turns: "before" is what was.
+		if err := tx.LockOrg(ctx, p.OrgID); err != nil {
 			return err
 		}
 		before, err := s.policyOf(ctx, tx, p.OrgID)
 		if err != nil {
 			return err
 		}
-		in.UpdatedAt = time.Time{}
 		body, err := json.Marshal(in)
 		if err != nil {
 			return err

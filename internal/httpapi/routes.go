@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -310,36 +309,13 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, q query) {
 	if !s.decode(w, r, &in) {
 		return
 	}
-	var missing []string
-	need := func(name string, ok bool) {
-		if !ok {
-			missing = append(missing, name)
-		}
+	pi := core.PolicyInput{RestartThreshold: in.RestartThreshold, Quorum: in.Quorum,
+		DefaultTTLSeconds: in.DefaultTTLSeconds, MaxTTLSeconds: in.MaxTTLSeconds}
+	if g := in.Gates; g != nil {
+		pi.PlatformRestart, pi.GlobalSecret, pi.WorkspaceDelete = g.PlatformRestart, g.GlobalSecret, g.WorkspaceDelete
+		pi.AdminToken, pi.WorkspaceProtection = g.AdminToken, g.WorkspaceProtection
 	}
-	need("gates", in.Gates != nil)
-	need("restart_threshold", in.RestartThreshold != nil)
-	need("quorum", in.Quorum != nil)
-	need("default_ttl_seconds", in.DefaultTTLSeconds != nil)
-	need("max_ttl_seconds", in.MaxTTLSeconds != nil)
-	if in.Gates != nil {
-		g := in.Gates
-		need("gates.platform_restart", g.PlatformRestart != nil)
-		need("gates.global_secret", g.GlobalSecret != nil)
-		need("gates.workspace_delete", g.WorkspaceDelete != nil)
-		need("gates.admin_token", g.AdminToken != nil)
-		need("gates.workspace_protection", g.WorkspaceProtection != nil)
-	}
-	if len(missing) > 0 {
-		s.fail(w, r, core.Invalid("missing_field", "PUT /v1/policy replaces the whole policy: missing %s", strings.Join(missing, ", ")))
-		return
-	}
-	g := in.Gates
-	p, err := s.svc.SetPolicy(ctx(r), core.Policy{
-		Gates: core.Gates{PlatformRestart: *g.PlatformRestart, GlobalSecret: *g.GlobalSecret, WorkspaceDelete: *g.WorkspaceDelete,
-			AdminToken: *g.AdminToken, WorkspaceProtection: *g.WorkspaceProtection},
-		RestartThreshold: *in.RestartThreshold, Quorum: *in.Quorum,
-		DefaultTTLSeconds: *in.DefaultTTLSeconds, MaxTTLSeconds: *in.MaxTTLSeconds,
-	})
+	p, err := s.svc.SetPolicy(ctx(r), pi)
 	if err != nil {
 		s.fail(w, r, err)
 		return
