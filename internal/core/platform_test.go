@@ -24,13 +24,9 @@ import (
 
 func boxTokenOf(t *testing.T, f *fake.Provisioner, wsID string, gen int64) string {
 	t.Helper()
-	for _, sp := range f.Starts() {
-		if sp.WorkspaceID == wsID && sp.Generation == gen {
-			return sp.Env[core.EnvToken]
-		}
-	}
-	t.Fatalf("no box of %s generation %d was started", wsID, gen)
-	return ""
+	env, ok := f.StartedEnv(wsID, gen)
+	require.True(t, ok, "no box of %s generation %d was started", wsID, gen)
+	return env[core.EnvToken]
 }
 
 // beat heartbeats generation gen of a workspace with its box's token.

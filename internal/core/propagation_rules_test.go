@@ -233,15 +233,7 @@ func jobsOf(t *testing.T, e *testenv.Env, wsID string) []client.RestartJob {
 
 // platformStops returns the stops that terminated a running platform box
 // (the clean-up of a box that had died already terminates nothing).
-func platformStops(e *testenv.Env) []provision.Handle {
-	var out []provision.Handle
-	for _, h := range e.Fake.Kills() {
-		if h.WorkspaceID == e.Org.Platform.ID {
-			out = append(out, h)
-		}
-	}
-	return out
-}
+func platformStops(e *testenv.Env) []provision.Handle { return fakeStops(e.Fake, e.Org.Platform.ID) }
 
 func startsOf(e *testenv.Env, wsID string) []provision.Spec {
 	var out []provision.Spec

@@ -15,13 +15,14 @@ import (
 // gen of the workspace's box with.
 func boxToken(t *testing.T, e *testenv.Env, wsID string, gen int64) string {
 	t.Helper()
-	for _, sp := range e.Fake.Starts() {
-		if sp.WorkspaceID == wsID && sp.Generation == gen {
-			return sp.Env["ORGPLANE_TOKEN"]
-		}
-	}
-	t.Fatalf("no box of workspace %s generation %d was started", wsID, gen)
-	return ""
+	return boxEnv(t, e, wsID, gen)["ORGPLANE_TOKEN"]
+}
+
+func boxEnv(t *testing.T, e *testenv.Env, wsID string, gen int64) map[string]string {
+	t.Helper()
+	env, ok := e.Fake.StartedEnv(wsID, gen)
+	require.True(t, ok, "no box of workspace %s generation %d was started", wsID, gen)
+	return env
 }
 
 // Issue 8, finding 12: any token of a workspace could heartbeat for its box,
@@ -122,15 +123,7 @@ func TestPlatformBoxGetsAManagementToken(t *testing.T) {
 	a := newAPI(t, e)
 	ctx := context.Background()
 	pw := e.Org.Platform.ID
-	mgmt := func(wsID string, gen int64) string {
-		for _, sp := range e.Fake.Starts() {
-			if sp.WorkspaceID == wsID && sp.Generation == gen {
-				return sp.Env["ORGPLANE_MANAGEMENT_TOKEN"]
-			}
-		}
-		t.Fatalf("no box of %s generation %d", wsID, gen)
-		return ""
-	}
+	mgmt := func(wsID string, gen int64) string { return boxEnv(t, e, wsID, gen)["ORGPLANE_MANAGEMENT_TOKEN"] }
 	m1 := mgmt(pw, 1)
 	require.NotEmpty(t, m1)
 	me, err := e.Client(m1).Whoami(ctx)

@@ -420,6 +420,17 @@ func (p *Provisioner) Stops() []provision.Handle {
 	return collect(p, "stop", func(c Call) provision.Handle { return c.Handle })
 }
 
+// StartedEnv returns the env the box of a workspace's generation was
+// started with (its ORGPLANE_TOKEN, say), if one was.
+func (p *Provisioner) StartedEnv(workspaceID string, gen int64) (map[string]string, bool) {
+	for _, sp := range p.Starts() {
+		if sp.WorkspaceID == workspaceID && sp.Generation == gen {
+			return sp.Env, true
+		}
+	}
+	return nil, false
+}
+
 // Kills returns the handles of the stops that terminated a running box.
 func (p *Provisioner) Kills() []provision.Handle {
 	var out []provision.Handle
