@@ -596,26 +596,15 @@ func testForUpdateSerializes(t *testing.T, f *fixture) {
 	o, p := f.org("acme")
 	w := f.ws(p, "counter")
 	const n = 8
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			errs <- f.s.InTx(f.ctx, func(tx store.Store) error {
-				cur, err := tx.GetWorkspaceForUpdate(f.ctx, o.ID, w.ID)
-				if err != nil {
-					return err
-				}
-				time.Sleep(2 * time.Millisecond) // widen the window a lost update needs
-				cur.Generation++
-				return tx.UpdateWorkspace(f.ctx, cur)
-			})
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	inTxConcurrently(t, f, n, func(tx store.Store) error {
+		cur, err := tx.GetWorkspaceForUpdate(f.ctx, o.ID, w.ID)
+		if err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond) // widen the window a lost update needs
+		cur.Generation++
+		return tx.UpdateWorkspace(f.ctx, cur)
+	})
 	got, err := f.s.GetWorkspace(f.ctx, o.ID, w.ID)
 	require.NoError(t, err)
 	require.EqualValues(t, n, got.Generation)
@@ -1700,29 +1689,18 @@ func testLockOrg(t *testing.T, f *fixture) {
 	w := f.ws(p, "counter")
 	require.NoError(t, f.s.LockOrg(f.ctx, o.ID), "outside a transaction it does nothing")
 	const n = 8
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			errs <- f.s.InTx(f.ctx, func(tx store.Store) error {
-				if err := tx.LockOrg(f.ctx, o.ID); err != nil {
-					return err
-				}
-				cur, err := tx.GetWorkspace(f.ctx, o.ID, w.ID)
-				if err != nil {
-					return err
-				}
-				time.Sleep(2 * time.Millisecond)
-				cur.Generation++
-				return tx.UpdateWorkspace(f.ctx, cur)
-			})
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	inTxConcurrently(t, f, n, func(tx store.Store) error {
+		if err := tx.LockOrg(f.ctx, o.ID); err != nil {
+			return err
+		}
+		cur, err := tx.GetWorkspace(f.ctx, o.ID, w.ID)
+		if err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
+		cur.Generation++
+		return tx.UpdateWorkspace(f.ctx, cur)
+	})
 	got, err := f.s.GetWorkspace(f.ctx, o.ID, w.ID)
 	require.NoError(t, err)
 	require.EqualValues(t, n, got.Generation)
@@ -1995,26 +1973,15 @@ func testJobForUpdateSerializes(t *testing.T, f *fixture) {
 	j := newJob(w, store.JobRunning)
 	f.jobs(j)
 	const n = 8
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			errs <- f.s.InTx(f.ctx, func(tx store.Store) error {
-				cur, err := tx.GetJobForUpdate(f.ctx, o.ID, j.ID)
-				if err != nil {
-					return err
-				}
-				time.Sleep(2 * time.Millisecond) // widen the window a lost update needs
-				cur.Attempts++
-				return tx.UpdateJob(f.ctx, cur)
-			})
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	inTxConcurrently(t, f, n, func(tx store.Store) error {
+		cur, err := tx.GetJobForUpdate(f.ctx, o.ID, j.ID)
+		if err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond) // widen the window a lost update needs
+		cur.Attempts++
+		return tx.UpdateJob(f.ctx, cur)
+	})
 	got, err := f.s.GetJob(f.ctx, o.ID, j.ID)
 	require.NoError(t, err)
 	require.Equal(t, n, got.Attempts)
@@ -2107,31 +2074,20 @@ func testListChildrenForUpdate(t *testing.T, f *fixture) {
 	require.NoError(t, err)
 	require.Len(t, kids, 2)
 	const n = 8
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			errs <- f.s.InTx(f.ctx, func(tx store.Store) error {
-				kids, err := tx.ListChildrenForUpdate(f.ctx, o.ID, p.ID)
-				if err != nil {
-					return err
-				}
-				time.Sleep(2 * time.Millisecond)
-				for _, k := range kids {
-					k.Generation++
-					if err := tx.UpdateWorkspace(f.ctx, k); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	inTxConcurrently(t, f, n, func(tx store.Store) error {
+		kids, err := tx.ListChildrenForUpdate(f.ctx, o.ID, p.ID)
+		if err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
+		for _, k := range kids {
+			k.Generation++
+			if err := tx.UpdateWorkspace(f.ctx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	got, err := f.s.GetWorkspace(f.ctx, o.ID, a.ID)
 	require.NoError(t, err)
 	require.EqualValues(t, n, got.Generation)
@@ -2339,4 +2295,20 @@ func testPolicy(t *testing.T, f *fixture) {
 	require.Equal(t, store.StoredPolicy{OrgID: o.ID, Body: `{"quorum":3}`, UpdatedAt: us(t0.Add(time.Minute)), UpdatedBy: "t1"}, got)
 	_, err = f.s.GetPolicy(f.ctx, other.ID)
 	require.ErrorIs(t, err, store.ErrNotFound, "per org")
+}
+
+// inTxConcurrently runs fn in n transactions at once and requires that all
+// of them commit.
+func inTxConcurrently(t *testing.T, f *fixture, n int, fn func(tx store.Store) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() { errs <- f.s.InTx(f.ctx, fn) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
 }
