@@ -187,8 +187,10 @@ func newUpCmd(g *Globals) *cobra.Command {
 		Short: "Run orgplane embedded: SQLite store, process boxes, all on this machine",
 		Long: `Run orgplane with everything embedded. The first run creates the data directory
 with a SQLite store, a master key (mode 0600), the default org with its
-platform workspace, and an admin token written to DIR/admin.token (0600) and
-printed once. Later runs reuse all of it.`,
+platform workspace, an admin token written to DIR/admin.token (0600) and
+printed once, and the person "owner", whose token is written to
+DIR/owner.token (0600; the CLI acts as that person by default). Later runs
+reuse all of it; a missing owner.token is minted again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(g, logLevel)

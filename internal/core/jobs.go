@@ -41,9 +41,7 @@ func (s *Service) Start(ctx context.Context) error {
 		} else if n > 0 {
 			s.log.Info("resuming restart jobs of the previous run", "jobs", n)
 		}
-	}
-	if s.store.Dialect() == store.SQLite {
-		// The same holds for the previous run's supervision leases.
+		// The same holds for its supervision leases.
 		if err := s.store.ClearSupervision(ctx); err != nil {
 			return err
 		}
