@@ -57,6 +57,15 @@ func fakeStops(f *fake.Provisioner, wsID string) []provision.Handle {
 	return out
 }
 
+// replica starts another control plane on e's store (a successor after a
+// crash, or a second replica on Postgres), acting as e's admin.
+func replica(t *testing.T, e *testenv.Env, rt core.RuntimeConfig, provs map[string]provision.Provisioner) *testenv.Env {
+	t.Helper()
+	r := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: provs, DBURL: e.DBURL, MasterKey: e.MasterKey})
+	r.Admin = client.New(r.URL, e.AdminToken)
+	return r
+}
+
 // stop ends an Env's server and service early (a control-plane crash, as
 // far as its boxes are concerned: they keep running in the fake).
 func stop(e *testenv.Env) {
@@ -82,8 +91,7 @@ func TestPlatformAdoptErrorIsNotDeath(t *testing.T) {
 	stop(e1)
 
 	f.FailNextAdopts(syscall.EMFILE, 3)
-	e2 := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: provs, DBURL: e1.DBURL, MasterKey: e1.MasterKey})
-	e2.Admin = client.New(e2.URL, e1.AdminToken)
+	e2 := replica(t, e1, rt, provs)
 	got := waitWS(t, e2, pw, "platform degraded with the reason", func(w client.Workspace) bool {
 		return w.Status == "degraded" && strings.Contains(w.LastError, "cannot check")
 	})
@@ -231,9 +239,7 @@ func TestBoxesOfAnotherNodeAreNotDeclaredDead(t *testing.T) {
 
 	// A control plane on host-b, whose process table has none of them.
 	onB := fake.New(fake.WithNode("host-b"))
-	e2 := testenv.New(t, testenv.Options{Runtime: rt, DBURL: e1.DBURL, MasterKey: e1.MasterKey,
-		Provisioners: map[string]provision.Provisioner{provision.RuntimeProcess: onB}})
-	e2.Admin = client.New(e2.URL, e1.AdminToken)
+	e2 := replica(t, e1, rt, map[string]provision.Provisioner{provision.RuntimeProcess: onB})
 	// Start adopted (or left) the boxes before it returned.
 	for _, id := range []string{w.ID, pw} {
 		got, err := e2.Admin.GetWorkspace(ctx, id)
@@ -287,8 +293,7 @@ func TestBoxesOfADeadReplicaAreTakenOver(t *testing.T) {
 	require.NoError(t, err)
 	waitWS(t, a, w.ID, "running", func(x client.Workspace) bool { return x.Status == "running" })
 	// Replica b starts while a watches the box: b leaves it to a.
-	b := testenv.New(t, testenv.Options{Runtime: rt, DBURL: a.DBURL, MasterKey: a.MasterKey, Provisioners: provs})
-	b.Admin = client.New(b.URL, a.AdminToken)
+	b := replica(t, a, rt, provs)
 	stop(a) // a is gone
 	h, ok := f.Running(w.ID)
 	require.True(t, ok)
@@ -354,8 +359,7 @@ func TestPlainBoxAdoptErrorIsNotDeath(t *testing.T) {
 	// enough adopts for both.
 	stop(e1)
 	f.FailNextAdopts(syscall.EMFILE, 4)
-	e2 := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: provs, DBURL: e1.DBURL, MasterKey: e1.MasterKey})
-	e2.Admin = client.New(e2.URL, e1.AdminToken)
+	e2 := replica(t, e1, rt, provs)
 	got := waitWS(t, e2, w.ID, "running again after the check answered", func(x client.Workspace) bool {
 		return x.Status == "running"
 	})
