@@ -305,7 +305,8 @@ func (s *Service) discardUnrecorded(w store.Workspace, h provision.Handle, why e
 	if prov := s.provOf(w.Runtime, h); prov != nil {
 		err = s.provStop(context.Background(), prov, h)
 	}
-	s.auditBoxStop(w, h.Generation, "unrecorded", map[string]any{"cause": AsError(why).Message}, err)
+	// why is a store error or errSuperseded: ids and states, no values.
+	s.auditBoxStop(w, h.Generation, "unrecorded", map[string]any{"cause": why.Error()}, err)
 }
 
 // watch starts following a box generation, replacing any previous watcher
