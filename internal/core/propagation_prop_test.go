@@ -360,23 +360,19 @@ func simulateAgent(t *testing.T, e *testenv.Env, wsID string) *agentSim {
 			if !ok || a.muted() {
 				continue
 			}
-			for _, c := range e.Fake.Calls() {
-				if c.Op != "start" || c.Handle.ID != h.ID {
-					continue
+			env, ok := e.Fake.EnvOf(h)
+			if !ok {
+				continue
+			}
+			err := e.Client(env[core.EnvToken]).Do(ctx, "POST", "/v1/workspaces/"+wsID+"/heartbeat",
+				map[string]any{"generation": h.Generation, "fingerprint": env[core.EnvFingerprint]}, nil)
+			var ce *client.Error
+			if errors.As(err, &ce) && (ce.Status == 401 || ce.Status == 403 || ce.Status == 409) {
+				if refused[h.ID]++; refused[h.ID] >= 3 {
+					_ = e.Fake.Exit(h, 3)
 				}
-				var gen int64
-				fmt.Sscan(c.Spec.Env[core.EnvGeneration], &gen)
-				err := e.Client(c.Spec.Env[core.EnvToken]).Do(ctx, "POST", "/v1/workspaces/"+wsID+"/heartbeat",
-					map[string]any{"generation": gen, "fingerprint": c.Spec.Env[core.EnvFingerprint]}, nil)
-				var ce *client.Error
-				if errors.As(err, &ce) && (ce.Status == 401 || ce.Status == 403 || ce.Status == 409) {
-					if refused[h.ID]++; refused[h.ID] >= 3 {
-						_ = e.Fake.Exit(h, 3)
-					}
-				} else if err == nil {
-					refused[h.ID] = 0
-				}
-				break
+			} else if err == nil {
+				refused[h.ID] = 0
 			}
 		}
 	}()

@@ -87,15 +87,8 @@ func emulateAgent(t *testing.T, fk *fake.Provisioner, wsID string, beat func(tok
 			if !ok || (h.ID == last && time.Since(lastAt) < time.Second) {
 				continue
 			}
-			for _, c := range fk.Calls() {
-				if c.Op == "start" && c.Handle.ID == h.ID {
-					var gen int64
-					fmt.Sscan(c.Spec.Env[core.EnvGeneration], &gen)
-					if beat(c.Spec.Env[core.EnvToken], gen, c.Spec.Env[core.EnvFingerprint]) == nil {
-						last, lastAt = h.ID, time.Now()
-					}
-					break
-				}
+			if env, ok := fk.EnvOf(h); ok && beat(env[core.EnvToken], h.Generation, env[core.EnvFingerprint]) == nil {
+				last, lastAt = h.ID, time.Now()
 			}
 		}
 	}()

@@ -420,12 +420,22 @@ func (p *Provisioner) Stops() []provision.Handle {
 	return collect(p, "stop", func(c Call) provision.Handle { return c.Handle })
 }
 
-// StartedEnv returns the env the box of a workspace's generation was
-// started with (its ORGPLANE_TOKEN, say), if one was.
-func (p *Provisioner) StartedEnv(workspaceID string, gen int64) (map[string]string, bool) {
+// StartedEnv returns the env the latest box of a workspace's generation
+// was started with (its ORGPLANE_TOKEN, say), if one was.
+func (p *Provisioner) StartedEnv(workspaceID string, gen int64) (env map[string]string, ok bool) {
 	for _, sp := range p.Starts() {
 		if sp.WorkspaceID == workspaceID && sp.Generation == gen {
-			return sp.Env, true
+			env, ok = sp.Env, true
+		}
+	}
+	return env, ok
+}
+
+// EnvOf returns the env the box with handle h was started with.
+func (p *Provisioner) EnvOf(h provision.Handle) (map[string]string, bool) {
+	for _, c := range p.Calls() {
+		if c.Op == "start" && c.Err == nil && c.Handle.ID == h.ID {
+			return c.Spec.Env, true
 		}
 	}
 	return nil, false
