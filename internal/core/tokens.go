@@ -285,7 +285,8 @@ func (s *Service) RevokeToken(ctx context.Context, id string) error {
 			// Revoking a token a live box runs with would make it exit and
 			// be recovered: a restart by another name, and of the platform
 			// too. A restart rotates it, explicitly and audited.
-			if w, err := tx.GetWorkspace(ctx, p.OrgID, boxWS); err == nil && w.Generation == t.BoxGeneration && hasBox(w.Status) {
+			// Locked: a restart that commits meanwhile makes it current or not.
+			if w, err := tx.GetWorkspaceForUpdate(ctx, p.OrgID, boxWS); err == nil && w.Generation == t.BoxGeneration && hasBox(w.Status) {
 				return Refused("box_token_in_use", "token %s is the current box token of workspace %s (generation %d); restart the workspace to rotate it (POST /v1/workspaces/%s/restart)",
 					id, w.ID, w.Generation, w.ID)
 			}
