@@ -46,7 +46,18 @@ type Principal struct {
 	// ExpiresAt is when the token stops working; zero: never. Long-lived
 	// calls (event streams) end then.
 	ExpiresAt time.Time
+	// Via is how the caller reached orgplane: ViaToken (a bearer token on
+	// the API, the default), ViaSession (a person's canvas session cookie)
+	// or ViaMCP (the MCP endpoint: always an agent).
+	Via string
 }
+
+// How a principal reached orgplane (Principal.Via).
+const (
+	ViaToken   = "token"
+	ViaSession = "session"
+	ViaMCP     = "mcp"
+)
 
 // CallerWorkspace is the workspace the caller acts from: a workspace token's
 // own, or an admin token's acting workspace; "" for none.
@@ -78,11 +89,12 @@ func (p Principal) CanReadOrg() bool { return p.IsAdmin() || p.Kind == KindUser 
 // IsPerson reports whether p is a person (a user token or session).
 func (p Principal) IsPerson() bool { return p.Kind == KindUser }
 
-// IsAgent reports whether p is an agent: a workspace token, or an admin
-// token bound to an acting workspace (the concierge's management token).
-// Agents ask; only people decide.
+// IsAgent reports whether p is an agent: a workspace token, an admin token
+// bound to an acting workspace (the concierge's management token), or
+// anything over MCP. Agents ask; only people decide. This is the one
+// predicate every gate and every decision rule asks.
 func (p Principal) IsAgent() bool {
-	return p.Kind == KindWorkspace || p.Kind == KindAdmin && p.ActingWorkspaceID != ""
+	return p.Kind == KindWorkspace || p.Kind == KindAdmin && p.ActingWorkspaceID != "" || p.Via == ViaMCP
 }
 
 type ctxKey struct{}

@@ -149,3 +149,25 @@ func FuzzBearerToken(f *testing.F) {
 		require.False(t, strings.ContainsAny(tok, " \t\r\n,"))
 	})
 }
+
+func TestIsAgent(t *testing.T) {
+	cases := []struct {
+		name string
+		p    Principal
+		want bool
+	}{
+		{"workspace token", Principal{Kind: KindWorkspace, WorkspaceID: "w1"}, true},
+		{"admin token bound to a workspace (management token)", Principal{Kind: KindAdmin, ActingWorkspaceID: "w1"}, true},
+		{"plain admin token", Principal{Kind: KindAdmin}, false},
+		{"plain admin token over MCP", Principal{Kind: KindAdmin, Via: ViaMCP}, true},
+		{"person's user token", Principal{Kind: KindUser, UserID: "u1", Role: RoleOwner}, false},
+		{"person's session", Principal{Kind: KindUser, UserID: "u1", Role: RoleOwner, Via: ViaSession}, false},
+		{"person's token over MCP", Principal{Kind: KindUser, UserID: "u1", Role: RoleOwner, Via: ViaMCP}, true},
+		{"orgplane itself", Principal{Kind: KindSystem}, false},
+	}
+	for _, c := range cases {
+		if got := c.p.IsAgent(); got != c.want {
+			t.Errorf("%s: IsAgent() = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
