@@ -101,6 +101,20 @@ func sameRequester(requester, decider Party) bool {
 	return false
 }
 
+// MayDecide is who may decide an approval or answer a request: a person
+// (a user principal) whose role is owner or admin, and not its requester.
+func MayDecide(requester, decider Party) error {
+	switch {
+	case decider.Kind != "user":
+		return ErrNotPerson
+	case decider.Role != "owner" && decider.Role != "admin":
+		return ErrRoleViewer
+	case sameRequester(requester, decider):
+		return ErrOwnRequest
+	}
+	return nil
+}
+
 // Decision is what one decision does to a pending approval: the state it
 // moves to (Pending while the quorum is not met) and the vote to record.
 type Decision struct {
@@ -113,13 +127,10 @@ type Decision struct {
 // expiry is expired, whatever the sweeper has written yet). One deny is
 // final; quorum distinct people must approve.
 func Decide(state string, requester, decider Party, votes []Vote, quorum int, expiresAt, now time.Time, approve bool) (Decision, error) {
+	if err := MayDecide(requester, decider); err != nil {
+		return Decision{}, err
+	}
 	switch {
-	case decider.Kind != "user":
-		return Decision{}, ErrNotPerson
-	case decider.Role != "owner" && decider.Role != "admin":
-		return Decision{}, ErrRoleViewer
-	case sameRequester(requester, decider):
-		return Decision{}, ErrOwnRequest
 	case state != Pending:
 		return Decision{}, fmt.Errorf("%w (it is %s)", ErrNotPending, state)
 	case !now.Before(expiresAt):

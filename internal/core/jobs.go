@@ -71,6 +71,11 @@ func (s *Service) Start(ctx context.Context) error {
 		defer s.bg.Done()
 		s.superviseBoxes(s.bgCtx)
 	}()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.sweepApprovals(s.bgCtx)
+	}()
 	started = true
 	return nil
 }

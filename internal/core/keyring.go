@@ -166,3 +166,29 @@ func (k *Keyring) Seal(s store.Secret, value string) (store.Secret, error) {
 	s.ValueMAC = k.ValueMAC(s.Key, value)
 	return s, nil
 }
+
+// sealFor encrypts value for one object that is not a secret row (an
+// approval's secret value, a credential made for its requester): what and
+// id bind the ciphertext to that object, so it opens nowhere else.
+func (k *Keyring) sealFor(orgID, what, id, value string) (string, []byte, error) {
+	keyID, ct, err := k.get().Encrypt([]byte(value), crypto.AAD(orgID, what, id, ""))
+	if err != nil {
+		return "", nil, fmt.Errorf("seal %s %s: %w", what, id, err)
+	}
+	return keyID, ct, nil
+}
+
+// openFor decrypts what sealFor sealed for the same object.
+func (k *Keyring) openFor(ctx context.Context, st store.Store, orgID, what, id, keyID string, ct []byte) (string, error) {
+	aad := crypto.AAD(orgID, what, id, "")
+	b, err := k.get().Decrypt(keyID, ct, aad)
+	if errors.Is(err, crypto.ErrUnknownKey) {
+		if rerr := k.Reload(ctx, st); rerr == nil {
+			b, err = k.get().Decrypt(keyID, ct, aad)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("open %s %s: %w", what, id, err)
+	}
+	return string(b), nil
+}

@@ -25,6 +25,11 @@ type Metrics struct {
 	PlatformRecoveries  prometheus.Counter
 	PlatformNotRunning  prometheus.Gauge
 	PlatformsDown       prometheus.Gauge
+	// Approvals and requests: transitions by kind ("approval", "request")
+	// and the state they moved to; time from asking to the deciding
+	// person's verdict (approved, denied, answered, declined).
+	Approvals       *prometheus.CounterVec   // kind, state
+	DecisionSeconds *prometheus.HistogramVec // kind
 }
 
 // NewMetrics registers orgplane's metrics on a fresh registry.
@@ -75,6 +80,14 @@ func NewMetrics() *Metrics {
 			Name: "orgplane_platforms_down", Help: "Platform workspaces not running for longer than the alert threshold (default 1m).",
 		}),
 	}
+	m.Approvals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orgplane_approvals_total", Help: "Approvals and requests entering a state, by kind and state.",
+	}, []string{"kind", "state"})
+	m.DecisionSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "orgplane_approval_decision_seconds", Help: "Time from an approval or request being asked to a person's deciding verdict.",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+	}, []string{"kind"})
+	reg.MustRegister(m.Approvals, m.DecisionSeconds)
 	reg.MustRegister(m.PlatformTransitions, m.PlatformRecoveries, m.PlatformNotRunning, m.PlatformsDown)
 	reg.MustRegister(m.Decisions, m.Restarts, m.RestartDuration, m.PropagationLag, m.BoxFailures,
 		m.Provisions, m.ProvisionLatency, m.RestartsInFlight, m.StaleWorkspaces,

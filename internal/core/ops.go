@@ -34,6 +34,12 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 		if err := requireAdmin(p, "restarting a workspace"); err != nil {
 			return err
 		}
+		if w.Kind == store.KindPlatform {
+			// Its agent is interrupted mid-turn: an agent asks people first.
+			if err := s.gate(ctx, tx, p, func(g Gates) bool { return g.PlatformRestart }, nil); err != nil {
+				return err
+			}
+		}
 		if len(note) > 1000 {
 			return Invalid("invalid_reason", "reason is over 1000 characters")
 		}
@@ -63,10 +69,14 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 		ev.Detail["job_id"] = job.ID
 		return tx.InsertJobs(ctx, []store.RestartJob{job})
 	})
+	if errors.Is(err, errGated) {
+		return store.RestartJob{}, s.askApproval(ctx, p, Action{Type: ActionWorkspaceRestart,
+			Params: ActionParams{WorkspaceID: id, Reason: note}}, "Restart the platform workspace")
+	}
 	if err != nil {
 		return store.RestartJob{}, err
 	}
-	s.kick()
+	s.afterCommit(ctx, s.kick)
 	return job, nil
 }
 

@@ -49,7 +49,7 @@ func targetOf(f store.PropagationFacts) propagation.Target {
 // happens to its box. It reads only: applyPlan writes.
 func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Principal, ch Change) (Plan, error) {
 	plan := Plan{ChangeID: ids.New("c")}
-	caller := propagation.Caller{Workspace: p.CallerWorkspace()}
+	caller := propagation.Caller{Workspace: callerWorkspace(ctx, p)}
 	since := s.clock.Now().Add(-s.cfg.LoopWindow)
 	var facts []store.PropagationFacts
 	var unknown []string

@@ -190,6 +190,15 @@ func (s *Service) writeSecret(ctx context.Context, workspaceID, key string, valu
 		if dryRun {
 			return nil
 		}
+		if workspaceID == "" {
+			// A global change restarting many boxes waits for people when
+			// an agent makes it.
+			restarts := resultOfDecisions(plan.Decisions).Restarts
+			if err := s.gate(ctx, tx, p, func(g Gates) bool { return g.GlobalSecret },
+				func(pol Policy) bool { return restarts > pol.RestartThreshold }); err != nil {
+				return err
+			}
+		}
 		if value != nil {
 			if sec, err = s.keys.encrypt(sec, *value); err != nil {
 				return err
@@ -209,11 +218,19 @@ func (s *Service) writeSecret(ctx context.Context, workspaceID, key string, valu
 	} else {
 		err = s.mutate(ctx, p, ev, run)
 	}
+	if errors.Is(err, errGated) {
+		act := Action{Type: ActionSecretSet, Params: ActionParams{Key: key, Value: value}}
+		title := "Set global secret " + key
+		if value == nil {
+			act.Type, title = ActionSecretDelete, "Delete global secret "+key
+		}
+		return SecretWrite{}, s.askApproval(ctx, p, act, title)
+	}
 	if err != nil {
 		return SecretWrite{}, err
 	}
 	if !dryRun {
-		s.afterPlan(out.Decisions)
+		s.afterCommit(ctx, func() { s.afterPlan(out.Decisions) })
 	}
 	return out, nil
 }

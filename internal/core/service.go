@@ -88,6 +88,10 @@ type RuntimeConfig struct {
 	// them (default DefaultMaxBoxEnvBytes): a secret write or spec after
 	// which a box could not be started is refused.
 	MaxBoxEnvBytes int
+	// SweepInterval is how often approvals and requests past their expiry
+	// are expired, and approved actions left unexecuted are executed
+	// (default 5s).
+	SweepInterval time.Duration
 }
 
 func (c *RuntimeConfig) defaults() {
@@ -117,6 +121,7 @@ func (c *RuntimeConfig) defaults() {
 	def(&c.PlatformMaxBackoff, 30*time.Second)
 	def(&c.PlatformDownAlert, time.Minute)
 	def(&c.SupervisionLease, 15*time.Second)
+	def(&c.SweepInterval, 5*time.Second)
 	defInt(&c.MaxProvisionRetries, 3)
 	defInt(&c.MaxConcurrentRestarts, 4)
 	defInt(&c.MaxConcurrentRestartsPerOrg, 4)
@@ -273,6 +278,9 @@ func (s *Service) auditEntry(ctx context.Context, p auth.Principal, ev auditEven
 // its own transaction on a fresh context, so that it is never lost with the
 // change it refused. fn may fill in ev (target ids, detail) as it learns them.
 func (s *Service) mutate(ctx context.Context, p auth.Principal, ev *auditEvent, fn func(tx store.Store) error) error {
+	if x := execOf(ctx); x != nil {
+		return s.mutateIn(ctx, x, p, ev, fn)
+	}
 	err := s.store.InTx(ctx, func(tx store.Store) error {
 		if err := fn(tx); err != nil {
 			return err
@@ -284,6 +292,9 @@ func (s *Service) mutate(ctx context.Context, p auth.Principal, ev *auditEvent, 
 		markAudited(ctx, p)
 		s.events.Publish(Event{OrgID: p.OrgID, Type: ev.Action, WorkspaceID: ev.WorkspaceID, TargetID: ev.TargetID})
 		return nil
+	}
+	if errors.Is(err, errGated) {
+		return err // not a refusal: the caller asks for an approval
 	}
 	e := AsError(err)
 	if e.Status >= 500 {

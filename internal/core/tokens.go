@@ -89,6 +89,11 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Princip
 			s.log.Warn("record token use", "token_id", t.ID, "err", err)
 		}
 	}
+	return s.principalOfToken(ctx, t)
+}
+
+// principalOfToken is the principal a live token stands for.
+func (s *Service) principalOfToken(ctx context.Context, t store.Token) (auth.Principal, error) {
 	p := auth.Principal{
 		Kind:              t.Kind,
 		OrgID:             t.OrgID,
@@ -96,6 +101,7 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (auth.Princip
 		ActingWorkspaceID: t.ActingWorkspaceID,
 		TokenID:           t.ID,
 		ExpiresAt:         t.ExpiresAt,
+		Via:               auth.ViaToken,
 	}
 	if t.Kind == store.TokenUser {
 		// The role is read at every call: a person's role changes take
@@ -207,6 +213,9 @@ func (s *Service) CreateToken(ctx context.Context, in CreateTokenInput) (store.T
 					return err
 				}
 			}
+			if err := s.gate(ctx, tx, p, func(g Gates) bool { return g.AdminToken }, nil); err != nil {
+				return err
+			}
 		case store.TokenWorkspace:
 			if in.ActingWorkspaceID != "" {
 				return Invalid("invalid_field", "acting_workspace_id is for admin tokens")
@@ -236,6 +245,13 @@ func (s *Service) CreateToken(ctx context.Context, in CreateTokenInput) (store.T
 		ev.TargetID, ev.WorkspaceID = tok.ID, in.WorkspaceID
 		return tx.InsertToken(ctx, tok)
 	})
+	if errors.Is(err, errGated) {
+		params := ActionParams{Kind: in.Kind, Name: &in.Name, ActingWorkspaceID: in.ActingWorkspaceID}
+		if !in.ExpiresAt.IsZero() {
+			params.ExpiresAt = &in.ExpiresAt
+		}
+		return store.Token{}, "", s.askApproval(ctx, p, Action{Type: ActionTokenCreate, Params: params}, "Mint admin token "+in.Name)
+	}
 	if err != nil {
 		return store.Token{}, "", err
 	}

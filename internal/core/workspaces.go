@@ -252,6 +252,11 @@ func (s *Service) UpdateWorkspace(ctx context.Context, id string, in PatchWorksp
 		if w.Status == StatusRemoved {
 			return Refused("workspace_removed", "workspace %s is removed", id)
 		}
+		if in.Protected != nil && *in.Protected != w.Protected || in.RestartPolicy != nil && *in.RestartPolicy != w.RestartPolicy {
+			if err := s.gate(ctx, tx, p, func(g Gates) bool { return g.WorkspaceProtection }, nil); err != nil {
+				return err
+			}
+		}
 		if in.Name != nil {
 			if err := validName("workspace name", *in.Name); err != nil {
 				return err
@@ -297,6 +302,11 @@ func (s *Service) UpdateWorkspace(ctx context.Context, id string, in PatchWorksp
 		}
 		return nil
 	})
+	if errors.Is(err, errGated) {
+		return Workspace{}, s.askApproval(ctx, p, Action{Type: ActionWorkspaceUpdate, Params: ActionParams{WorkspaceID: id,
+			Name: in.Name, ParentID: in.ParentID, Spec: in.Spec, RestartPolicy: in.RestartPolicy, Protected: in.Protected}},
+			"Change workspace "+w.Name+"'s protection or restart policy")
+	}
 	if err != nil {
 		return Workspace{}, err
 	}
@@ -343,6 +353,7 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) 
 		Detail: map[string]any{"cascade": cascade}}
 	var removed []string
 	var stopped []store.Workspace
+	var name string
 	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
 		removed, stopped = nil, nil // the transaction may run again
 		w, err := s.visibleWorkspace(ctx, tx, p, id)
@@ -357,6 +368,10 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) 
 		}
 		if w.Status == StatusRemoved {
 			return NotFound("workspace", id)
+		}
+		name = w.Name
+		if err := s.gate(ctx, tx, p, func(g Gates) bool { return g.WorkspaceDelete }, nil); err != nil {
+			return err
 		}
 		subtree, err := s.subtree(ctx, tx, w)
 		if err != nil {
@@ -379,12 +394,18 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id string, cascade bool) 
 		ev.Detail["removed"] = removed
 		return nil
 	})
+	if errors.Is(err, errGated) {
+		return nil, s.askApproval(ctx, p, Action{Type: ActionWorkspaceDelete, Params: ActionParams{WorkspaceID: id, Cascade: cascade}},
+			"Delete workspace "+name)
+	}
 	if err != nil {
 		return nil, err
 	}
-	for _, x := range stopped {
-		s.stopAsync(x, "removed")
-	}
+	s.afterCommit(ctx, func() {
+		for _, x := range stopped {
+			s.stopAsync(x, "removed")
+		}
+	})
 	return removed, nil
 }
 

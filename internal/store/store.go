@@ -181,6 +181,25 @@ type Store interface {
 	GetPolicy(ctx context.Context, orgID string) (StoredPolicy, error)
 	// PutPolicy stores the org's policy, replacing it.
 	PutPolicy(ctx context.Context, p StoredPolicy) error
+	// Approvals. UpdateApproval and UpdateRequest are compare-and-set on
+	// the state the caller read: ErrNotFound when it moved meanwhile.
+	// ListDue* find what the sweeper must act on: pending ones past their
+	// expiry, and approved actions not executed yet (a crash between the
+	// decision and the execution).
+	InsertApproval(ctx context.Context, a Approval) error
+	GetApproval(ctx context.Context, orgID, id string) (Approval, error)
+	GetApprovalForUpdate(ctx context.Context, orgID, id string) (Approval, error)
+	UpdateApproval(ctx context.Context, a Approval, from string) error
+	ListApprovals(ctx context.Context, orgID string, f ListFilter) ([]Approval, error)
+	ListDueApprovals(ctx context.Context, now time.Time, limit int) ([]Approval, error)
+	InsertVote(ctx context.Context, v ApprovalVote) error
+	ListVotes(ctx context.Context, approvalIDs []string) (map[string][]ApprovalVote, error)
+	InsertRequest(ctx context.Context, r Request) error
+	GetRequest(ctx context.Context, orgID, id string) (Request, error)
+	GetRequestForUpdate(ctx context.Context, orgID, id string) (Request, error)
+	UpdateRequest(ctx context.Context, r Request, from string) error
+	ListRequests(ctx context.Context, orgID string, f ListFilter) ([]Request, error)
+	ListDueRequests(ctx context.Context, now time.Time, limit int) ([]Request, error)
 	// LockServer makes this process the only orgplane server of the store
 	// until release is called: on SQLite an exclusive lock on a file beside
 	// the database (a second server is refused, with ErrLocked); on
