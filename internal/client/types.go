@@ -213,3 +213,151 @@ type PutPolicy struct {
 	DefaultTTLSeconds *int            `json:"default_ttl_seconds"`
 	MaxTTLSeconds     *int            `json:"max_ttl_seconds"`
 }
+
+// ApprovalAction is an approval's action: its type and canonical
+// parameters (never a secret value; has_value says one is sealed with the
+// approval). Params is null once the approval has ended (wiped).
+type ApprovalAction struct {
+	Type     string          `json:"type"`
+	Params   json.RawMessage `json:"params"`
+	HasValue bool            `json:"has_value,omitempty"`
+}
+
+// Requester is who asked for an approval or a request.
+type Requester struct {
+	Kind        string `json:"kind"`
+	TokenID     string `json:"token_id,omitempty"`
+	UserID      string `json:"user_id,omitempty"`
+	WorkspaceID string `json:"workspace_id,omitempty"`
+	Via         string `json:"via,omitempty"`
+}
+
+// Plan is what an action would do (or did): decisions (at most 1000, then
+// truncated), counts by reason over all of them, and the action's own
+// results.
+type Plan struct {
+	Decisions []Decision     `json:"decisions,omitempty"`
+	Counts    map[string]int `json:"counts,omitempty"`
+	Restarts  int            `json:"restarts"`
+	Truncated bool           `json:"truncated,omitempty"`
+	Version   int64          `json:"version,omitempty"`
+	JobID     string         `json:"job_id,omitempty"`
+	Removed   []string       `json:"removed,omitempty"`
+	TokenID   string         `json:"token_id,omitempty"`
+}
+
+// Vote is one person's decision on an approval.
+type Vote struct {
+	UserID  string    `json:"user_id"`
+	TokenID string    `json:"token_id"`
+	Via     string    `json:"via"`
+	Verdict string    `json:"verdict"`
+	Note    string    `json:"note,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Approval is an approval (GET /v1/approvals/{id}).
+type Approval struct {
+	ID               string          `json:"id"`
+	OrgID            string          `json:"org_id"`
+	State            string          `json:"state"`
+	Title            string          `json:"title"`
+	Detail           string          `json:"detail,omitempty"`
+	Action           *ApprovalAction `json:"action"`
+	ParamsHash       string          `json:"params_hash,omitempty"`
+	Preconditions    json.RawMessage `json:"preconditions,omitempty"`
+	Plan             *Plan           `json:"plan,omitempty"`
+	CurrentPlan      *Plan           `json:"current_plan,omitempty"`
+	CurrentPlanError string          `json:"current_plan_error,omitempty"`
+	Quorum           int             `json:"quorum"`
+	Requester        Requester       `json:"requester"`
+	Decisions        []Vote          `json:"decisions"`
+	Result           *Plan           `json:"result,omitempty"`
+	Error            *ErrorDetail    `json:"error,omitempty"`
+	Secret           string          `json:"secret,omitempty"`
+	ExpiresAt        time.Time       `json:"expires_at"`
+	CreatedAt        time.Time       `json:"created_at"`
+	UpdatedAt        time.Time       `json:"updated_at"`
+	EndedAt          *time.Time      `json:"ended_at,omitempty"`
+}
+
+// ErrorDetail is why an approval's execution failed.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ApprovalRequired is the 202 answer to a gated write.
+type ApprovalRequired struct {
+	Approval Approval `json:"approval"`
+}
+
+// CreateApproval is the body of POST /v1/approvals.
+type CreateApproval struct {
+	Title      string               `json:"title"`
+	Detail     string               `json:"detail,omitempty"`
+	Action     *CreateApprovalParts `json:"action,omitempty"`
+	TTLSeconds *int                 `json:"ttl_seconds,omitempty"`
+}
+
+// CreateApprovalParts is the action of a new approval.
+type CreateApprovalParts struct {
+	Type   string          `json:"type"`
+	Params json.RawMessage `json:"params"`
+}
+
+// Decide is the body of POST /v1/approvals/{id}/decision.
+type Decide struct {
+	Decision string `json:"decision"`
+	Note     string `json:"note,omitempty"`
+}
+
+// Request is a request (GET /v1/requests/{id}).
+type Request struct {
+	ID            string     `json:"id"`
+	OrgID         string     `json:"org_id"`
+	State         string     `json:"state"`
+	Title         string     `json:"title"`
+	Detail        string     `json:"detail,omitempty"`
+	Ask           string     `json:"ask"`
+	Key           string     `json:"key,omitempty"`
+	WorkspaceID   string     `json:"workspace_id,omitempty"`
+	Requester     Requester  `json:"requester"`
+	Answer        string     `json:"answer,omitempty"`
+	SecretVersion int64      `json:"secret_version,omitempty"`
+	Responder     *Responder `json:"responder,omitempty"`
+	Note          string     `json:"note,omitempty"`
+	ExpiresAt     time.Time  `json:"expires_at"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	EndedAt       *time.Time `json:"ended_at,omitempty"`
+}
+
+// Responder is the person who answered or declined a request.
+type Responder struct {
+	UserID  string `json:"user_id"`
+	TokenID string `json:"token_id"`
+	Via     string `json:"via"`
+}
+
+// CreateRequest is the body of POST /v1/requests.
+type CreateRequest struct {
+	Title       string `json:"title"`
+	Detail      string `json:"detail,omitempty"`
+	Ask         string `json:"ask"`
+	Key         string `json:"key,omitempty"`
+	WorkspaceID string `json:"workspace_id,omitempty"`
+	TTLSeconds  *int   `json:"ttl_seconds,omitempty"`
+}
+
+// Answer is the body of POST /v1/requests/{id}/answer: text, or for a
+// secret request its value.
+type Answer struct {
+	Text  *string `json:"text,omitempty"`
+	Value *string `json:"value,omitempty"`
+}
+
+// Decline is the body of POST /v1/requests/{id}/decline.
+type Decline struct {
+	Note string `json:"note,omitempty"`
+}

@@ -38,6 +38,10 @@ const (
 	otherWorkspace
 	ownWorkspace
 	adminClass
+	// agentAdminClass is an admin token bound to a workspace (the
+	// platform's management token): an agent, whose gated writes wait for
+	// people (202 {"approval": ...}, nothing changed).
+	agentAdminClass
 	// People, by role (user tokens).
 	ownerClass
 	personAdminClass
@@ -50,7 +54,14 @@ const (
 type want struct {
 	otherOrg, otherWS, ownWS, admin int
 	owner, personAdmin, viewer      int
+	// agent is the bound admin token's, when it is not admin's: 202 for
+	// an action the default policy gates.
+	agent int
 }
+
+// gatedFor reports whether the row's caller is an agent whose call the
+// policy holds for an approval.
+func (w want) gatedFor(c class) bool { return c == agentAdminClass && w.agent == http.StatusAccepted }
 
 func (w want) of(c class, method string) int {
 	or := func(v, def int) int {
@@ -60,6 +71,8 @@ func (w want) of(c class, method string) int {
 		return def
 	}
 	switch c {
+	case agentAdminClass:
+		return or(w.agent, w.admin)
 	case ownerClass:
 		return or(w.owner, w.admin)
 	case personAdminClass:
@@ -121,6 +134,12 @@ type caller struct {
 	auth  func(f *authzFixture, tg *target) (authz string, xws []string)
 }
 
+// gatedForAgents is w for an action the default policy gates for agents.
+func gatedForAgents(w want) want {
+	w.agent = http.StatusAccepted
+	return w
+}
+
 func bearer(tok string) string { return "Bearer " + tok }
 
 var callers = []caller{
@@ -138,7 +157,7 @@ var callers = []caller{
 		return bearer(tg.wsToken), nil
 	}},
 	{"admin", adminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.admin), nil }},
-	{"acting-admin", adminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.acting), nil }},
+	{"acting-admin", agentAdminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.acting), nil }},
 	// X-Workspace-ID never establishes identity: one that disagrees with
 	// the token is refused, one that agrees changes nothing.
 	{"own-token+foreign-X-Workspace-ID", headerMismatch, func(f *authzFixture, tg *target) (string, []string) {
@@ -151,7 +170,7 @@ var callers = []caller{
 		// An unbound admin token acts from no workspace: any header disagrees.
 		return bearer(f.admin), []string{tg.ws}
 	}},
-	{"acting-admin+matching-X-Workspace-ID", adminClass, func(f *authzFixture, _ *target) (string, []string) {
+	{"acting-admin+matching-X-Workspace-ID", agentAdminClass, func(f *authzFixture, _ *target) (string, []string) {
 		return bearer(f.acting), []string{f.platform}
 	}},
 	{"owner", ownerClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.owner), nil }},
@@ -195,7 +214,8 @@ func TestAuthzMatrix(t *testing.T) {
 						tg = ep.fresh(t, f)
 					}
 					status := ep.want.of(c.class, ep.method)
-					guard := ep.state != nil && (status >= 400 || c.class == otherOrg)
+					gated := ep.want.gatedFor(c.class)
+					guard := ep.state != nil && (status >= 400 || c.class == otherOrg || gated)
 					var before string
 					if guard {
 						before = ep.state(t, f, tg)
@@ -215,9 +235,14 @@ func TestAuthzMatrix(t *testing.T) {
 						r = f.api.send(t, req)
 					}
 					require.Equal(t, status, r.Status, "%s %s as %s: %s", ep.method, req.Path, c.name, r)
-					if status >= 400 {
+					switch {
+					case status >= 400:
 						requireErrorShape(t, r, status)
-					} else if ep.check != nil {
+					case gated:
+						ar := decodeJSON[client.ApprovalRequired](t, r)
+						require.Equal(t, "pending", ar.Approval.State, "%s", r)
+						require.NotNil(t, ar.Approval.Action, "%s", r)
+					case ep.check != nil:
 						ep.check(t, f, tg, c, r)
 					}
 					if guard {
@@ -471,11 +496,11 @@ func authzEndpoints() []endpoint {
 				require.Equal(t, tg.ws, decodeJSON[client.Workspace](t, r).ID)
 			}},
 		{name: "workspaces.patch", method: "PATCH", path: wsPath(""), fresh: freshTarget,
-			body: jsonBody(map[string]any{"protected": true}), want: wsAdmin, state: wsState,
+			body: jsonBody(map[string]any{"protected": true}), want: gatedForAgents(wsAdmin), state: wsState,
 			check: func(t *testing.T, _ *authzFixture, _ *target, _ caller, r result) {
 				require.True(t, decodeJSON[client.Workspace](t, r).Protected)
 			}},
-		{name: "workspaces.delete", method: "DELETE", path: wsPath(""), fresh: freshTarget, want: wsAdmin, state: wsState,
+		{name: "workspaces.delete", method: "DELETE", path: wsPath(""), fresh: freshTarget, want: gatedForAgents(wsAdmin), state: wsState,
 			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {
 				require.Equal(t, []string{tg.ws}, decodeJSON[client.DeleteWorkspaceResult](t, r).Removed)
 			}},

@@ -18,6 +18,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/orgplane/orgplane/internal/auth"
+	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/ids"
 )
@@ -195,6 +196,13 @@ func writeError(w http.ResponseWriter, e *core.Error) {
 // Not-found answers are left out: they are how other orgs' objects look,
 // and every write's are audited by the service already.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var gated *core.ApprovalRequired
+	if errors.As(err, &gated) {
+		// Not a failure: the org's policy holds the call for people to
+		// decide, and nothing else changed.
+		writeJSON(w, http.StatusAccepted, client.ApprovalRequired{Approval: ApprovalJSON(gated.Approval)})
+		return
+	}
 	e := core.AsError(err)
 	if e.Status >= 400 && e.Status < 500 && e.Status != http.StatusNotFound {
 		route := r.URL.Path
