@@ -44,6 +44,8 @@ type Options struct {
 	MasterKey []byte
 	// DBURL reuses an existing store (e.g. a second replica).
 	DBURL string
+	// Clock (default: the system's).
+	Clock core.Clock
 }
 
 // Env is a running in-process control plane with one org.
@@ -113,7 +115,7 @@ func New(t testing.TB, opts Options) *Env {
 	e.newService = func() *core.Service {
 		keys, err := core.OpenKeyring(ctx, st, e.MasterKey)
 		require.NoError(t, err)
-		s := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt})
+		s := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt, Clock: opts.Clock})
 		var h http.Handler = httpapi.New(s, httpapi.Options{Logger: log,
 			Metrics: promhttp.HandlerFor(s.Metrics().Registry, promhttp.HandlerOpts{})})
 		e.handler.Store(&h)
@@ -144,6 +146,18 @@ func New(t testing.TB, opts Options) *Env {
 	}
 	return e
 }
+
+// OffsetClock is the system clock moved ahead by an offset a test sets:
+// expiry without sleeping.
+type OffsetClock struct{ off atomic.Int64 }
+
+// Now is the system time plus the offset.
+func (c *OffsetClock) Now() time.Time {
+	return core.SystemClock{}.Now().Add(time.Duration(c.off.Load()))
+}
+
+// Advance moves the clock ahead by d.
+func (c *OffsetClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // Restart replaces the control plane with a new one on the same store,
 // provisioners and URL, as a crash and restart would: boxes keep running
