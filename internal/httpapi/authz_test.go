@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -107,6 +108,7 @@ type target struct {
 	tokenID   string // a token to revoke
 	globalKey string // a global secret to delete
 	userID    string // a person to remove
+	askID     string // an approval or a request asked by ws's own token
 }
 
 type authzFixture struct {
@@ -442,7 +444,7 @@ func authzEndpoints() []endpoint {
 	orgAdmin := want{otherOrg: 200, otherWS: 403, ownWS: 403, admin: 200}
 	everyone := want{otherOrg: 200, otherWS: 200, ownWS: 200, admin: 200}
 
-	return []endpoint{
+	return append([]endpoint{
 		{name: "whoami", method: "GET", path: fixed("/v1/whoami"), want: everyone,
 			check: func(t *testing.T, f *authzFixture, tg *target, c caller, r result) {
 				p := decodeJSON[client.Whoami](t, r).Principal
@@ -683,7 +685,72 @@ func authzEndpoints() []endpoint {
 			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {
 				require.Equal(t, tg.job, decodeJSON[client.RestartJob](t, r).ID)
 			}},
+	}, askEndpoints()...)
+}
+
+// askEndpoints are the approvals' and requests' rows: the org's people and
+// admin tokens see them all, an agent those of its own workspace; only a
+// person who is an owner or admin decides or answers (never an agent,
+// never the requester), only the requester cancels.
+func askEndpoints() []endpoint {
+	var out []endpoint
+	for _, kind := range []string{"approvals", "requests"} {
+		base := "/v1/" + kind
+		createBody := map[string]any{"title": "may I?"}
+		if kind == "requests" {
+			createBody["ask"] = "text"
+		}
+		fresh := func(t *testing.T, f *authzFixture) *target {
+			tg := f.shared
+			r := f.api.send(t, call{Method: "POST", Path: base, Token: tg.wsToken, Body: mustJSON(t, createBody)})
+			require.Equal(t, 201, r.Status, "%s", r)
+			tg.askID = decodeJSON[struct{ ID string }](t, r).ID
+			return &tg
+		}
+		askPath := func(sub string) func(*authzFixture, *target) string {
+			return func(_ *authzFixture, tg *target) string { return base + "/" + tg.askID + sub }
+		}
+		state := func(t *testing.T, f *authzFixture, tg *target) string {
+			r := f.api.send(t, call{Method: "GET", Path: base + "/" + tg.askID, Token: f.owner})
+			require.Equal(t, 200, r.Status, "%s", r)
+			var x struct {
+				State     string
+				Decisions []any
+				Answer    string
+			}
+			require.NoError(t, json.Unmarshal(r.Body, &x))
+			return fmt.Sprintf("%s %d %q", x.State, len(x.Decisions), x.Answer)
+		}
+		count := func(t *testing.T, f *authzFixture, _ *target) string {
+			r := f.api.send(t, call{Method: "GET", Path: base + "?limit=1000", Token: f.owner})
+			require.Equal(t, 200, r.Status, "%s", r)
+			return fmt.Sprint(len(decodeJSON[[]any](t, r)))
+		}
+		decide := want{otherOrg: 404, otherWS: 404, ownWS: 403, admin: 403, owner: 200, personAdmin: 200, viewer: 403}
+		decidePath, decideBody := askPath("/decision"), map[string]any{"decision": "approve"}
+		if kind == "requests" {
+			decidePath, decideBody = askPath("/answer"), map[string]any{"text": "yes"}
+		}
+		out = append(out,
+			endpoint{name: kind + ".list", method: "GET", path: fixed(base),
+				want: want{otherOrg: 200, otherWS: 200, ownWS: 200, admin: 200}},
+			endpoint{name: kind + ".create", method: "POST", path: fixed(base), body: jsonBody(createBody),
+				want:  want{otherOrg: 201, otherWS: 201, ownWS: 201, admin: 201, viewer: 403},
+				state: count},
+			endpoint{name: kind + ".get", method: "GET", path: askPath(""), fresh: fresh,
+				want: want{otherOrg: 404, otherWS: 404, ownWS: 200, admin: 200}},
+			endpoint{name: kind + ".decide", method: "POST", path: decidePath, fresh: fresh, body: jsonBody(decideBody),
+				want: decide, state: state},
+			endpoint{name: kind + ".cancel", method: "POST", path: askPath("/cancel"), fresh: fresh,
+				want:  want{otherOrg: 404, otherWS: 404, ownWS: 200, admin: 403, owner: 403, personAdmin: 403, viewer: 403},
+				state: state},
+		)
+		if kind == "requests" {
+			out = append(out, endpoint{name: "requests.decline", method: "POST", path: askPath("/decline"), fresh: fresh,
+				body: jsonBody(map[string]any{"note": "no"}), want: decide, state: state})
+		}
 	}
+	return out
 }
 
 func without(ids []string, drop string) []string {
