@@ -185,7 +185,7 @@ func ListKeys(ctx context.Context, st store.Store) ([]KeyInfo, error) {
 }
 
 // RetireKey retires a data key: it then decrypts nothing. Refused for the
-// current key and while any secret still uses it.
+// current key and while any secret or open approval still uses it.
 func RetireKey(ctx context.Context, st store.Store, id string) error {
 	return st.InTx(ctx, func(tx store.Store) error {
 		keys, err := tx.ListDataKeys(ctx)
@@ -212,6 +212,15 @@ func RetireKey(ctx context.Context, st store.Store, id string) error {
 		}
 		if n > 0 {
 			return Conflict("data key %s still encrypts %d secrets; finish the rotation first (orgplane keys rotate)", id, n)
+		}
+		// Approvals seal a value (or a minted credential) with the key of
+		// their day and keep it until they end (7 days at most): retiring
+		// that key would make them fail to execute.
+		if n, err = tx.CountSealedByKeyID(ctx, id); err != nil {
+			return err
+		}
+		if n > 0 {
+			return Conflict("data key %s still seals the values of %d open approvals; retire it once they have ended (at most the policy's max TTL)", id, n)
 		}
 		if err := tx.RetireDataKey(ctx, id, time.Now()); err != nil {
 			return err

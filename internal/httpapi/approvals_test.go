@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/orgplane/orgplane/internal/client"
+	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/testenv"
 )
 
@@ -671,4 +672,26 @@ func TestApprovalEvents(t *testing.T) {
 		}
 	}
 	require.Equal(t, want, got)
+}
+
+// A key rotation while an approval holds a sealed value: the old key
+// cannot be retired until the approval has ended, and the approval still
+// executes with it.
+func TestKeyRetirementWaitsForOpenApprovals(t *testing.T) {
+	t.Parallel()
+	f := newAPFixture(t, false)
+	ctx := context.Background()
+	f.setPolicy(t, 0, 1)
+	ap := f.gated(t, f.do(t, f.mgmt, "PUT", "/v1/secrets/ROTATED", map[string]any{"value": "sealed-before-rotation"}))
+	keys, err := core.ListKeys(ctx, f.e.Store)
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	old := keys[0].ID
+	_, err = f.e.Service.Keyring().RotateKeys(ctx, f.e.Store, core.RotateOptions{BatchSize: 10, Settle: time.Millisecond})
+	require.NoError(t, err)
+	require.ErrorContains(t, core.RetireKey(ctx, f.e.Store, old), "open approvals")
+	r := f.decide(t, f.owner, ap.ID, "approve")
+	require.Equal(t, 200, r.Status, "%s", r)
+	require.Equal(t, "succeeded", decodeJSON[client.Approval](t, r).State, "%s", r)
+	require.NoError(t, core.RetireKey(ctx, f.e.Store, old))
 }

@@ -348,3 +348,12 @@ func (s *sqlStore) ListDueRequests(ctx context.Context, now time.Time, limit int
 	}
 	return out, mapErr(rows.Err())
 }
+
+func (s *sqlStore) CountSealedByKeyID(ctx context.Context, keyID string) (int64, error) {
+	var n int64
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM approvals WHERE value_key_id = $1 OR result_key_id = $1`, keyID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count sealed approvals: %w", mapErr(err))
+	}
+	return n, nil
+}

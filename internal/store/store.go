@@ -118,6 +118,9 @@ type Store interface {
 	// rows it rewrote.
 	ReencryptSecrets(ctx context.Context, batch []Secret, fromKeyID string) (int, error)
 	CountSecretsByKeyID(ctx context.Context, keyID string) (int64, error)
+	// CountSealedByKeyID counts the approvals holding a sealed value or
+	// result under a data key.
+	CountSealedByKeyID(ctx context.Context, keyID string) (int64, error)
 	// ListSecretMACs lists every secret of the org, both scopes, without
 	// ciphertexts: enough to compute fingerprints and overrides.
 	ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error)
