@@ -168,6 +168,36 @@ func TestSecretValuesNeverLeak(t *testing.T) {
 		requireErrorShape(t, r, c.code)
 	}
 
+	// --- approvals and requests: the value of an agent's gated write is
+	// sealed to its approval, shown nowhere and wiped when it ends (denied
+	// here); a secret answered to a request reaches the asking box's
+	// /values and nothing else.
+	gatedVal := canary(t, "gated-by-agent")
+	never = append(never, gatedVal)
+	pol, zero := defaultPutPolicy(), 0
+	pol.RestartThreshold = &zero
+	_, err = e.Owner.SetPolicy(ctx, pol)
+	require.NoError(t, err)
+	mgmt, err := e.Admin.CreateToken(ctx, client.CreateToken{Kind: "admin", Name: "concierge", ActingWorkspaceID: e.Org.Platform.ID})
+	require.NoError(t, err)
+	gr := put("gated global by an agent", mgmt.Secret, "", "LEAK_GATED", gatedVal, false)
+	require.Equal(t, 202, gr.Status, "%s", gr)
+	apID := decodeJSON[client.ApprovalRequired](t, gr).Approval.ID
+	okStatus(do("approval (owner)", call{Method: "GET", Path: "/v1/approvals/" + apID, Token: e.OwnerToken}))
+	okStatus(do("approval (requester)", call{Method: "GET", Path: "/v1/approvals/" + apID, Token: mgmt.Secret}))
+	okStatus(do("approvals", call{Method: "GET", Path: "/v1/approvals", Token: e.OwnerToken}))
+	okStatus(do("approval denied", call{Method: "POST", Path: "/v1/approvals/" + apID + "/decision", Token: e.OwnerToken,
+		Body: mustJSON(t, map[string]string{"decision": "deny"})}))
+	planted["LEAK_ASKED"] = canary(t, "asked-by-the-box")
+	rr := do("request", call{Method: "POST", Path: "/v1/requests", Token: wsTok,
+		Body: mustJSON(t, map[string]string{"title": "the key please", "ask": "secret", "key": "LEAK_ASKED"})})
+	require.Equal(t, 201, rr.Status, "%s", rr)
+	reqID := decodeJSON[client.Request](t, rr).ID
+	okStatus(do("request answered", call{Method: "POST", Path: "/v1/requests/" + reqID + "/answer", Token: e.OwnerToken,
+		Body: mustJSON(t, map[string]string{"value": planted["LEAK_ASKED"]})}))
+	okStatus(do("request (own token)", call{Method: "GET", Path: "/v1/requests/" + reqID, Token: wsTok}))
+	okStatus(do("requests", call{Method: "GET", Path: "/v1/requests", Token: e.OwnerToken}))
+
 	// --- the CLI's secrets commands.
 	runCLI := func(label, tok, stdin string, args ...string) {
 		t.Helper()
