@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/testenv"
@@ -694,4 +695,36 @@ func TestKeyRetirementWaitsForOpenApprovals(t *testing.T) {
 	require.Equal(t, 200, r.Status, "%s", r)
 	require.Equal(t, "succeeded", decodeJSON[client.Approval](t, r).State, "%s", r)
 	require.NoError(t, core.RetireKey(ctx, f.e.Store, old))
+}
+
+// A long poll on an approval returns when it ends, and on time when it
+// does not.
+func TestWaitApproval(t *testing.T) {
+	t.Parallel()
+	f := newAPFixture(t, false)
+	ap := f.ask(t, f.wsToken, map[string]any{"title": "go?"})
+	p, err := f.e.Service.Authenticate(context.Background(), f.wsToken)
+	require.NoError(t, err)
+	ctx := auth.WithPrincipal(context.Background(), p)
+	start := time.Now()
+	got, err := f.e.Service.WaitApproval(ctx, ap.ID, 300*time.Millisecond, nil)
+	require.NoError(t, err)
+	require.Equal(t, "pending", got.State)
+	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	var seen []string
+	done := make(chan core.Approval, 1)
+	go func() {
+		a, err := f.e.Service.WaitApproval(ctx, ap.ID, time.Minute, func(s string) { seen = append(seen, s) })
+		require.NoError(t, err)
+		done <- a
+	}()
+	r := f.decide(t, f.owner, ap.ID, "approve")
+	require.Equal(t, 200, r.Status, "%s", r)
+	select {
+	case a := <-done:
+		require.Equal(t, "approved", a.State)
+		require.Equal(t, "approved", seen[len(seen)-1])
+	case <-time.After(30 * time.Second):
+		t.Fatal("the wait did not end with the approval")
+	}
 }
