@@ -42,10 +42,10 @@ func pendingApproval() client.Approval {
 	now := append(append([]client.Decision(nil), ds...), client.Decision{WorkspaceID: "ws_d", Action: "restart", Reason: "restart_queued"})
 	return client.Approval{
 		ID: testApprovalID, OrgID: "org_1", State: "pending", Title: "Set the global secret API_KEY",
-		Action: &client.ApprovalAction{Type: "secret.set", Params: json.RawMessage(`{"key": "API_KEY"}`), HasValue: true},
+		Action:     &client.ApprovalAction{Type: "secret.set", Params: json.RawMessage(`{"key": "API_KEY"}`), HasValue: true},
 		ParamsHash: "h", Quorum: 1,
 		Requester: client.Requester{Kind: "admin", TokenID: "tok_mgmt", WorkspaceID: "ws_plat", Via: "token"},
-		Plan: &client.Plan{Decisions: ds, Counts: map[string]int{"platform_root": 1, "restart_queued": 2, "manual_policy": 1}, Restarts: 2},
+		Plan:      &client.Plan{Decisions: ds, Counts: map[string]int{"platform_root": 1, "restart_queued": 2, "manual_policy": 1}, Restarts: 2},
 		CurrentPlan: &client.Plan{Decisions: now, Counts: map[string]int{"platform_root": 1, "restart_queued": 3, "manual_policy": 1},
 			Restarts: 3, Truncated: true},
 		Decisions: []client.Vote{},
@@ -109,7 +109,7 @@ func TestApprovalsShowPending(t *testing.T) {
 	r := f.run("", "approvals", "show", testApprovalID)
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, "/v1/approvals/"+testApprovalID, f.only().Path)
-	requireGolden(t, "approval_pending.out", r.stdout)
+	requireGolden(t, "approval_show_pending.golden", r.stdout)
 
 	r = f.run("", "approvals", "show", testApprovalID, "--json")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -128,7 +128,7 @@ func TestApprovalsShowEnded(t *testing.T) {
 
 	r := f.run("", "approvals", "show", testApprovalID)
 	require.Equal(t, 0, r.code, r.stderr)
-	requireGolden(t, "approval_succeeded.out", r.stdout)
+	requireGolden(t, "approval_show_succeeded.golden", r.stdout)
 
 	r = f.run("", "approvals", "show", "ap3333333333333333")
 	require.Equal(t, 0, r.code, r.stderr, "showing a failed approval is not an error")
