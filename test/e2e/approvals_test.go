@@ -224,6 +224,13 @@ func TestApprovalSeedScenario(t *testing.T) {
 		require.Equal(t, "platform_root", j.Reason)
 	}
 
+	// Another held write of the concierge, left pending across its box's
+	// replacement below.
+	_, err = mgmt.DeleteSecret(bg, "", "ORG_WIDE_KEY", false)
+	orphan := gatedApproval(t, err)
+	require.Equal(t, "secret.delete", orphan.Action.Type)
+	require.Equal(t, 12, orphan.Plan.Restarts)
+
 	// The concierge asks for its own restart: held, then approved.
 	_, err = mgmt.RestartWorkspace(bg, P, "pick up the rotated key")
 	restart := gatedApproval(t, err)
@@ -262,6 +269,23 @@ func TestApprovalSeedScenario(t *testing.T) {
 		return apiStatus(err) == http.StatusUnauthorized
 	}, func() string { return "the replaced box's management token still works" })
 	require.NotEqual(t, mgmtToken, procEnv(t, newPID)["ORGPLANE_MANAGEMENT_TOKEN"])
+
+	// The management token is fresh per provision: the approval it asked
+	// for before the platform restarted can no longer run (its requester's
+	// token is revoked), and approving it says so and changes nothing.
+	_, errOut, code = s.cli("approvals", "approve", orphan.ID)
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, "requester_revoked")
+	var failed client.Approval
+	s.cliJSON(&failed, "approvals", "show", orphan.ID)
+	require.Equal(t, "failed", failed.State)
+	require.Equal(t, "requester_revoked", failed.Error.Code)
+	secrets, err = s.admin.ListSecrets(bg, "")
+	require.NoError(t, err)
+	require.Len(t, secrets, 1, "the secret is still there")
+	for _, id := range ids {
+		require.EqualValues(t, 2, s.get(id).Generation, "%s was not restarted again", id)
+	}
 
 	// A person never decides their own approval.
 	owner := client.New(s.url, s.ownerToken())
