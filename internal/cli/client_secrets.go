@@ -247,11 +247,7 @@ func printSecretWrite(g *Globals, verb, key, workspace string, dryRun bool, res 
 	}
 	fmt.Fprintf(g.Stdout, "%s %s (%s)\n", verb, cell(key), cell(what))
 	if len(res.Decisions) > 0 {
-		t := newTable(g.Stdout, "WORKSPACE", "ACTION", "REASON")
-		for _, d := range res.Decisions {
-			t.row(d.WorkspaceID, d.Action, d.Reason)
-		}
-		if err := t.flush(); err != nil {
+		if err := printDecisions(g.Stdout, res.Decisions); err != nil {
 			return err
 		}
 	} else if dry {
@@ -261,4 +257,14 @@ func printSecretWrite(g *Globals, verb, key, workspace string, dryRun bool, res 
 		fmt.Fprintln(g.Stdout, "dry run: nothing was changed")
 	}
 	return nil
+}
+
+// printDecisions writes one row per workspace: what propagation decided
+// for it and why.
+func printDecisions(w io.Writer, ds []client.Decision) error {
+	t := newTable(w, "WORKSPACE", "ACTION", "REASON")
+	for _, d := range ds {
+		t.row(d.WorkspaceID, d.Action, d.Reason)
+	}
+	return t.flush()
 }

@@ -102,23 +102,28 @@ client commands (workspaces, secrets, tokens, audit, ...).`,
 // extraCommands lets each file of the package register its commands.
 var extraCommands []func(g *Globals) []*cobra.Command
 
-// Main runs the command line and returns the exit code.
+// Main runs the command line and returns the exit code: 0, 1 on an error,
+// ExitApprovalRequired when the org's policy held a write for people.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := NewRoot(stdin, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
+		var gated *client.ApprovalRequiredError
+		if errors.As(err, &gated) {
+			// Not an error: the org's policy holds the write for people.
+			asJSON, _ := root.PersistentFlags().GetBool("json")
+			printApprovalRequired(stdout, stderr, asJSON, gated.Approval)
+			return ExitApprovalRequired
+		}
 		fmt.Fprintln(stderr, "error:", errorLine(err))
 		return 1
 	}
 	return 0
 }
 
-// errorLine renders an error as one clear line.
+// errorLine renders an error as one clear line. A server's error reads
+// "message (status code)" (client.Error), with what a command added to it.
 func errorLine(err error) string {
-	var ce *client.Error
-	if errors.As(err, &ce) {
-		return oneLine(fmt.Sprintf("%s (%d %s)", ce.Message, ce.Status, ce.Code))
-	}
 	return oneLine(err.Error())
 }
 

@@ -37,7 +37,8 @@ func (e *Error) Error() string {
 }
 
 // Do sends a request with a JSON body (if in is not nil) and decodes a JSON
-// answer into out (if not nil).
+// answer into out (if not nil). A write the org's policy holds for people
+// (202 {"approval": ...}) is an *ApprovalRequiredError, never a result.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -72,6 +73,11 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 			return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 		}
 		return &Error{Status: resp.StatusCode, Code: "http_error", Message: strings.TrimSpace(string(raw))}
+	}
+	if resp.StatusCode == http.StatusAccepted {
+		if gated := approvalRequired(raw); gated != nil {
+			return gated
+		}
 	}
 	if out == nil || len(raw) == 0 {
 		return nil
