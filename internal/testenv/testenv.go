@@ -44,6 +44,8 @@ type Options struct {
 	MasterKey []byte
 	// DBURL reuses an existing store (e.g. a second replica).
 	DBURL string
+	// Clock is the service's clock (default: the real one); see ShiftClock.
+	Clock core.Clock
 }
 
 // Env is a running in-process control plane with one org.
@@ -113,7 +115,7 @@ func New(t testing.TB, opts Options) *Env {
 	e.newService = func() *core.Service {
 		keys, err := core.OpenKeyring(ctx, st, e.MasterKey)
 		require.NoError(t, err)
-		s := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt})
+		s := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt, Clock: opts.Clock})
 		var h http.Handler = httpapi.New(s, httpapi.Options{Logger: log,
 			Metrics: promhttp.HandlerFor(s.Metrics().Registry, promhttp.HandlerOpts{})})
 		e.handler.Store(&h)
@@ -191,3 +193,14 @@ func (e *Env) Eventually(timeout time.Duration, cond func() bool, msg string, ar
 	}
 	e.T.Fatalf("timed out after %s: "+msg, append([]any{timeout}, args...)...)
 }
+
+// ShiftClock is the real clock moved forward by Advance: a test jumps over
+// hours (an idle session, an expired link) without sleeping, while the
+// service's background loops keep running on time that still moves.
+type ShiftClock struct{ off atomic.Int64 }
+
+// Now is the real time plus every Advance so far.
+func (c *ShiftClock) Now() time.Time { return core.SystemClock{}.Now().Add(time.Duration(c.off.Load())) }
+
+// Advance moves the clock forward by d.
+func (c *ShiftClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
