@@ -200,7 +200,9 @@ func (e *Env) Eventually(timeout time.Duration, cond func() bool, msg string, ar
 type ShiftClock struct{ off atomic.Int64 }
 
 // Now is the real time plus every Advance so far.
-func (c *ShiftClock) Now() time.Time { return core.SystemClock{}.Now().Add(time.Duration(c.off.Load())) }
+func (c *ShiftClock) Now() time.Time {
+	return core.SystemClock{}.Now().Add(time.Duration(c.off.Load()))
+}
 
 // Advance moves the clock forward by d.
 func (c *ShiftClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
