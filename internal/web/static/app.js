@@ -115,7 +115,7 @@ function listen() {
   for (const t of eventTypes) es.addEventListener(t, on);
   es.addEventListener('open', () => {
     setLive('live');
-    document.body.dataset.live = 'on';
+    document.body.dataset.stream = 'open';
   });
   es.addEventListener('error', () => setLive('reconnecting…'));
   es.addEventListener('stream.closed', (e) => {
