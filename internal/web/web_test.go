@@ -165,3 +165,34 @@ func TestStaticAssets(t *testing.T) {
 		assert.NotContains(t, body, "https://", "%s: nothing external", path)
 	}
 }
+
+// BenchmarkOrgPage1000 is the server's time to answer the org page of an
+// org of 1,000 workspaces (a tree: 10 under the platform, 99 under each),
+// over loopback HTTP with a session cookie: authentication, the service
+// calls, the template, the transfer.
+func BenchmarkOrgPage1000(b *testing.B) {
+	e := newCanvasEnv(b)
+	no := false
+	for i := range 10 {
+		team, err := e.Admin.CreateWorkspace(bg, client.CreateWorkspace{Name: fmt.Sprintf("team-%02d", i), Start: &no})
+		require.NoError(b, err)
+		for j := range 99 {
+			_, err := e.Admin.CreateWorkspace(bg, client.CreateWorkspace{Name: fmt.Sprintf("ws-%02d-%02d", i, j), ParentID: team.ID, Start: &no})
+			require.NoError(b, err)
+		}
+	}
+	c := e.browser(b, e.Owner, "owner")
+	resp, body := get(b, c, e.url+"/")
+	require.Equal(b, 200, resp.StatusCode)
+	require.Equal(b, 1001, strings.Count(body, `class="node"`), "the platform and 1,000 workspaces")
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := c.Get(e.url + "/")
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	b.ReportMetric(float64(len(body))/1024, "KiB/page")
+}
