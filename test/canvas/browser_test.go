@@ -99,13 +99,22 @@ func (s *orgServer) loginLink(person string) string {
 	return l.URL
 }
 
+// waitRunning waits until the workspace runs generation gen or later
+// with its current env.
 func (s *orgServer) waitRunning(id string, gen int64) client.Workspace {
+	s.t.Helper()
+	return s.waitUp(id, gen, true)
+}
+
+// waitUp waits until the workspace runs generation gen or later; fresh:
+// with its current env too.
+func (s *orgServer) waitUp(id string, gen int64, fresh bool) client.Workspace {
 	s.t.Helper()
 	var w client.Workspace
 	e2etest.Wait(s.t, 90*time.Second, func() bool {
 		var err error
 		w, err = s.admin.GetWorkspace(bg, id)
-		return err == nil && w.Status == "running" && w.Generation >= gen && !w.Stale
+		return err == nil && w.Status == "running" && w.Generation >= gen && (!fresh || !w.Stale)
 	}, func() string { return fmt.Sprintf("workspace %s: %+v", id, w) })
 	return w
 }

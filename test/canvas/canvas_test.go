@@ -3,6 +3,7 @@ package canvas
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,5 +266,30 @@ func TestCanvas(t *testing.T) {
 		x.until(wait, `document.body.textContent.includes('orgplane users login-link NAME')`)
 		require.Zero(t, eval[int](x, `document.querySelectorAll('#tree').length`), "no session")
 		x.noErrors()
+	})
+
+	t.Run("banner while the platform is down, live", func(t *testing.T) {
+		p.t = t
+		before := s.waitUp(s.platformID, 1, false) // stale since the secret change
+		p.open(s.url+"/", true)
+		require.Empty(t, eval[string](p, `document.getElementById('banner').textContent.trim()`), "no banner while it runs")
+		eval[bool](p, `(() => { window.bannerSeen = '';
+		  new MutationObserver(() => { const t = document.getElementById('banner').textContent;
+		    if (t.includes('The platform workspace')) window.bannerSeen = t; })
+		  .observe(document.getElementById('banner'), {subtree: true, childList: true, characterData: true}); return true })()`)
+		pids := e2etest.BoxPIDs(s.platformID)
+		require.NotEmpty(t, pids)
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		// The banner says so (with how long) while the supervisor brings it
+		// back, and goes once it runs again.
+		p.until(wait, `window.bannerSeen !== ''`)
+		seen := eval[string](p, `window.bannerSeen`)
+		assert.Regexp(t, `is (failed|provisioning|degraded)`, seen)
+		assert.Contains(t, seen, "for ")
+		s.waitUp(s.platformID, before.Generation+1, true) // a new box gets the current env
+		p.until(wait, `document.getElementById('banner').textContent.trim() === ''`)
+		p.noErrors()
 	})
 }
