@@ -26,9 +26,6 @@ var funcs = template.FuncMap{
 		}
 		return dur(end.Sub(start))
 	},
-	"add":        func(a, b int) int { return a + b },
-	"deref":      func(w *core.Workspace) core.Workspace { return *w },
-	"hasPrefix":  strings.HasPrefix,
 	"isZeroTime": func(t time.Time) bool { return t.IsZero() },
 }
 
