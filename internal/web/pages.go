@@ -186,6 +186,7 @@ type ApprovalsData struct {
 	Recent  []core.Approval
 	Names   map[string]string
 	People  map[string]string
+	Tokens  map[string]string
 }
 
 func (c *Canvas) approvalsPage(r *http.Request, v *View) error {
@@ -195,7 +196,7 @@ func (c *Canvas) approvalsPage(r *http.Request, v *View) error {
 	if err != nil {
 		return err
 	}
-	d := &ApprovalsData{Names: c.workspaceNames(r), People: c.peopleNames(r)}
+	d := &ApprovalsData{Names: c.workspaceNames(r), People: c.peopleNames(r), Tokens: c.tokenNames(r)}
 	for _, a := range all {
 		if a.State == "pending" {
 			// The one-approval view recomputes the plan as of now.
@@ -217,6 +218,7 @@ type RequestsData struct {
 	Recent  []store.Request
 	Names   map[string]string
 	People  map[string]string
+	Tokens  map[string]string
 }
 
 func (c *Canvas) requestsPage(r *http.Request, v *View) error {
@@ -225,7 +227,7 @@ func (c *Canvas) requestsPage(r *http.Request, v *View) error {
 	if err != nil {
 		return err
 	}
-	d := &RequestsData{Names: c.workspaceNames(r), People: c.peopleNames(r)}
+	d := &RequestsData{Names: c.workspaceNames(r), People: c.peopleNames(r), Tokens: c.tokenNames(r)}
 	for _, x := range all {
 		if x.State == "pending" {
 			d.Pending = append(d.Pending, x)
@@ -364,6 +366,20 @@ func (c *Canvas) peopleNames(r *http.Request) map[string]string {
 	}
 	for _, u := range list {
 		out[u.ID] = u.Name
+	}
+	return out
+}
+
+// tokenNames maps token ids to names: who asked, by the name a person gave
+// the token.
+func (c *Canvas) tokenNames(r *http.Request) map[string]string {
+	out := map[string]string{}
+	list, err := c.svc.ListTokens(r.Context())
+	if err != nil {
+		return out
+	}
+	for _, t := range list {
+		out[t.ID] = t.Name
 	}
 	return out
 }

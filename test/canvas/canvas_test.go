@@ -181,6 +181,7 @@ func TestCanvas(t *testing.T) {
 		card := eval[string](p, fmt.Sprintf(`document.getElementById('approval-%s').textContent`, id))
 		assert.Contains(t, card, "workspace.update")
 		assert.Contains(t, card, "of workspace platform")
+		assert.Contains(t, card, "concierge", "the token by its name")
 		p.shot("approvals")
 		p.do(wait, chromedp.SendKeys("#note-"+id, "fine: ops is critical"),
 			chromedp.Click(fmt.Sprintf(`#approval-%s button[value=approve]`, id)))
