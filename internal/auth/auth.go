@@ -214,3 +214,34 @@ func Verify(secret string, hash []byte) bool {
 	sum := sha256.Sum256([]byte(secret))
 	return subtle.ConstantTimeCompare(sum[:], hash) == 1
 }
+
+// Canvas sign-in credentials share the token format with kinds of their
+// own, so that no one of them can be taken for another: a login link's
+// code is "op_login_<id>_<secret>", a session's cookie value
+// "op_session_<id>_<secret>" (ids made by ids.New("l") and ids.New("s")).
+const (
+	KindLoginCode = "login"
+	KindSession   = "session"
+)
+
+// SessionCookie is the name of the canvas session cookie.
+const SessionCookie = "orgplane_session"
+
+// ParseAs splits a credential of the given kind (KindLoginCode,
+// KindSession) into its id and secret; anything else is ErrMalformed.
+func ParseAs(kind, s string) (id, secret string, err error) {
+	var prefix string
+	switch kind {
+	case KindLoginCode:
+		prefix = "l"
+	case KindSession:
+		prefix = "s"
+	default:
+		return "", "", ErrMalformed
+	}
+	parts := strings.Split(s, "_")
+	if len(parts) != 4 || parts[0] != "op" || parts[1] != kind || !ids.Valid(prefix, parts[2]) || !validSecret(parts[3]) {
+		return "", "", ErrMalformed
+	}
+	return parts[2], parts[3], nil
+}

@@ -20,14 +20,39 @@ const touchEvery = time.Minute
 type Credentials struct {
 	Authorization    []string
 	ClaimedWorkspace []string
+
+	// SessionCookie holds every value of the canvas session cookie
+	// (auth.SessionCookie). A session caller's state-changing calls are
+	// checked against cross-site use with the rest: the method, every
+	// Origin and X-CSRF-Token header value, and the request's own origin
+	// (scheme://host it was sent to).
+	SessionCookie []string
+	Method        string
+	Origin        []string
+	CSRFToken     []string
+	RequestOrigin string
 }
 
 // AuthenticateRequest is authentication, in one place for every face: it
 // takes the one bearer token of the request (ambiguous or malformed
-// Authorization headers are refused before any lookup), turns it into its
-// principal, and refuses an X-Workspace-ID that disagrees with it. That
-// refusal is audited: it is a caller pretending to be another workspace.
+// Authorization headers are refused before any lookup), or its canvas
+// session cookie (never both: which one counts would be a guess), turns
+// it into its principal, and refuses an X-Workspace-ID that disagrees
+// with it. That refusal is audited: it is a caller pretending to be
+// another workspace. A session's state-changing calls must also pass the
+// CSRF checks (see checkSameSite).
 func (s *Service) AuthenticateRequest(ctx context.Context, c Credentials) (auth.Principal, error) {
+	if len(c.SessionCookie) > 0 {
+		if len(c.Authorization) > 0 {
+			return auth.Principal{}, Invalid("ambiguous_credentials", "a session cookie and an Authorization header: send one credential")
+		}
+		p, err := s.authenticateSession(ctx, c)
+		if err != nil {
+			return auth.Principal{}, err
+		}
+		return p, s.checkClaimedWorkspace(ctx, p, c.ClaimedWorkspace)
+	}
+	// A bearer token.
 	bearer, err := auth.BearerToken(c.Authorization)
 	switch {
 	case errors.Is(err, auth.ErrAmbiguousCredentials):
@@ -41,8 +66,14 @@ func (s *Service) AuthenticateRequest(ctx context.Context, c Credentials) (auth.
 	if err != nil {
 		return auth.Principal{}, err
 	}
-	if c.ClaimedWorkspace != nil {
-		hdr := c.ClaimedWorkspace
+	return p, s.checkClaimedWorkspace(ctx, p, c.ClaimedWorkspace)
+}
+
+// checkClaimedWorkspace refuses an X-Workspace-ID that disagrees with the
+// principal, and audits it: it is a caller pretending to be another
+// workspace.
+func (s *Service) checkClaimedWorkspace(ctx context.Context, p auth.Principal, hdr []string) error {
+	if hdr != nil {
 		if len(hdr) > 1 || hdr[0] == "" || hdr[0] != p.CallerWorkspace() {
 			claimed := make([]string, len(hdr))
 			for i, v := range hdr {
@@ -53,10 +84,10 @@ func (s *Service) AuthenticateRequest(ctx context.Context, c Credentials) (auth.
 			}
 			s.appendAudit(ctx, p, auditEvent{Action: "auth.workspace_mismatch", TargetKind: "workspace",
 				WorkspaceID: p.CallerWorkspace(), Detail: map[string]any{"claimed": claimed}}, "denied")
-			return auth.Principal{}, Forbidden("X-Workspace-ID does not match the token's workspace; identity comes from the token alone")
+			return Forbidden("X-Workspace-ID does not match the token's workspace; identity comes from the token alone")
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // Authenticate turns a bearer token into its principal. Every failure is
@@ -155,6 +186,17 @@ func (s *Service) tokenLive(ctx context.Context, t store.Token, now time.Time) e
 func (s *Service) Recheck(ctx context.Context, p auth.Principal) error {
 	if p.Kind == auth.KindSystem {
 		return nil
+	}
+	if p.Via == auth.ViaSession {
+		x, err := s.store.GetSession(ctx, p.TokenID)
+		if errors.Is(err, store.ErrNotFound) {
+			return Unauthorized("invalid session")
+		}
+		if err != nil {
+			return err
+		}
+		_, err = s.sessionLive(ctx, x, s.clock.Now())
+		return err
 	}
 	t, err := s.store.GetToken(ctx, p.TokenID)
 	if errors.Is(err, store.ErrNotFound) {

@@ -72,8 +72,8 @@ func (s *Service) ListUsers(ctx context.Context) ([]store.User, error) {
 	return s.store.ListUsers(ctx, p.OrgID)
 }
 
-// DeleteUser removes a person (id or name) and revokes their tokens; owners
-// only. The org's last owner cannot be removed.
+// DeleteUser removes a person (id or name) and revokes their tokens and
+// sessions; owners only. The org's last owner cannot be removed.
 func (s *Service) DeleteUser(ctx context.Context, ref string) (store.User, error) {
 	p, err := principal(ctx)
 	if err != nil {
@@ -116,7 +116,13 @@ func (s *Service) DeleteUser(ctx context.Context, ref string) (store.User, error
 				return Refused("last_owner", "%s is the org's last owner: add another owner first", u.Name)
 			}
 		}
-		return tx.RemoveUser(ctx, p.OrgID, u.ID, s.clock.Now())
+		if err := tx.RemoveUser(ctx, p.OrgID, u.ID, s.clock.Now()); err != nil {
+			return err
+		}
+		// Their canvas sessions end with them (they would be refused
+		// anyway, their person being removed).
+		_, err = tx.RevokeUserSessions(ctx, p.OrgID, u.ID, s.clock.Now())
+		return err
 	})
 	return u, err
 }

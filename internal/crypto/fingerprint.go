@@ -57,3 +57,17 @@ func Fingerprint(fpKey []byte, env map[string]string) string {
 	mac.Write(msg)
 	return hex.EncodeToString(mac.Sum(nil))
 }
+
+// csrfInfo is the HKDF info for the key of canvas sessions' CSRF tokens.
+const csrfInfo = "orgplane session csrf v1"
+
+// CSRFKey derives the HMAC key of canvas sessions' CSRF tokens from the
+// master key: a token is then computable by the server alone, for any
+// session, without storing it.
+func CSRFKey(master []byte) []byte {
+	key, err := hkdf.Key(sha256.New, master, nil, csrfInfo, sha256.Size)
+	if err != nil {
+		panic(fmt.Sprintf("derive csrf key: %v", err))
+	}
+	return key
+}

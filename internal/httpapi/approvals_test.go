@@ -23,7 +23,7 @@ import (
 type apFixture struct {
 	e     *testenv.Env
 	a     *api
-	clock *testenv.OffsetClock
+	clock *testenv.ShiftClock
 	// mgmt is an admin token bound to the platform workspace: the
 	// concierge's management token, an agent.
 	mgmt string
@@ -40,7 +40,7 @@ type apFixture struct {
 func newAPFixture(t *testing.T, pg bool) *apFixture {
 	t.Helper()
 	ctx := context.Background()
-	clock := &testenv.OffsetClock{}
+	clock := &testenv.ShiftClock{}
 	e := newEnv(t, testenv.Options{Postgres: pg, Clock: clock, Runtime: fastRuntime()})
 	f := &apFixture{e: e, a: newAPI(t, e), clock: clock, owner: e.OwnerToken}
 	mgmt, err := e.Admin.CreateToken(ctx, client.CreateToken{Kind: "admin", Name: "concierge", ActingWorkspaceID: e.Org.Platform.ID})

@@ -65,6 +65,7 @@ func New(svc *core.Service, opts Options) *Server {
 	if s.metrics != nil {
 		r.Handle("/metrics", s.metrics)
 	}
+	r.Get("/login", s.login) // a browser opening a sign-in link: no credential yet
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.authenticate, dryRunOnlyOnSecrets)
 		s.routes(r)
@@ -151,14 +152,29 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 // (the rules are the service's: core.Service.AuthenticateRequest).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.svc.AuthenticateRequest(r.Context(), core.Credentials{
+		c := core.Credentials{
 			Authorization:    r.Header.Values("Authorization"),
 			ClaimedWorkspace: r.Header.Values("X-Workspace-ID"),
-		})
+		}
+		if cookies := r.CookiesNamed(auth.SessionCookie); len(cookies) > 0 {
+			for _, k := range cookies {
+				c.SessionCookie = append(c.SessionCookie, k.Value)
+			}
+			scheme := "http"
+			if r.TLS != nil {
+				scheme = "https"
+			}
+			c.Method, c.Origin, c.CSRFToken = r.Method, r.Header.Values("Origin"), r.Header.Values("X-CSRF-Token")
+			c.RequestOrigin = scheme + "://" + r.Host
+		}
+		p, err := s.svc.AuthenticateRequest(r.Context(), c)
 		if err != nil {
 			// An unauthenticated caller gets its answer and the connection
 			// is not kept for it: its body (perhaps trickling) is not read.
 			w.Header().Set("Connection", "close")
+			if c.SessionCookie != nil && core.AsError(err).Status == http.StatusUnauthorized {
+				s.clearSessionCookie(w, r) // a dead session: the browser may forget it
+			}
 			s.fail(w, r, err)
 			return
 		}

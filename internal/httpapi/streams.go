@@ -207,7 +207,7 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, _ query) {
 			if !ok {
 				return
 			}
-			if ev.Type == "token.revoke" || ev.Type == "workspace.delete" {
+			if ev.Type == "token.revoke" || ev.Type == "workspace.delete" || ev.Type == "session.revoke" || ev.Type == "user.delete" {
 				if !recheck() {
 					return
 				}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/orgplane/orgplane/internal/core"
@@ -22,6 +23,7 @@ import (
 	"github.com/orgplane/orgplane/internal/provision/docker"
 	"github.com/orgplane/orgplane/internal/provision/process"
 	"github.com/orgplane/orgplane/internal/store"
+	"github.com/orgplane/orgplane/internal/web"
 )
 
 // Config configures a control plane.
@@ -141,8 +143,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	canvas := web.New(svc, log)
 	api := httpapi.New(svc, httpapi.Options{Logger: log, Limits: cfg.HTTP,
-		Metrics: promhttp.HandlerFor(svc.Metrics().Registry, promhttp.HandlerOpts{})})
+		Metrics: promhttp.HandlerFor(svc.Metrics().Registry, promhttp.HandlerOpts{}),
+		Extra:   func(r chi.Router, _ func(http.Handler) http.Handler) { canvas.Mount(r) }})
 	s.http = api.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	go func() {
 		err := s.http.Serve(ln)

@@ -86,8 +86,13 @@ type AuditEntry struct {
 // AuditFilter pages the audit log, newest first.
 type AuditFilter struct {
 	WorkspaceID string
-	Before      int64 // entries with ID < Before; 0: from the newest
-	Limit       int
+	// Action, TokenID (the caller: a token or session id) and Outcome
+	// select exactly; "" selects any.
+	Action  string
+	TokenID string
+	Outcome string
+	Before  int64 // entries with ID < Before; 0: from the newest
+	Limit   int
 }
 
 // Secret scopes.

@@ -290,8 +290,10 @@ func (s *sqlStore) ListAudit(ctx context.Context, orgID string, f AuditFilter) (
 	}
 	rows, err := s.r.QueryContext(ctx, `SELECT id, org_id, at, token_id, principal_kind, acting_workspace_id, action,
 		target_kind, target_id, workspace_id, outcome, request_id, detail FROM audit
-		WHERE org_id = $1 AND id < $2 AND ($3 = '' OR workspace_id = $3) ORDER BY id DESC LIMIT $4`,
-		orgID, before, f.WorkspaceID, limit)
+		WHERE org_id = $1 AND id < $2 AND ($3 = '' OR workspace_id = $3)
+		AND ($5 = '' OR action = $5) AND ($6 = '' OR token_id = $6) AND ($7 = '' OR outcome = $7)
+		ORDER BY id DESC LIMIT $4`,
+		orgID, before, f.WorkspaceID, limit, f.Action, f.TokenID, f.Outcome)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", mapErr(err))
 	}

@@ -203,6 +203,23 @@ type Store interface {
 	UpdateRequest(ctx context.Context, r Request, from string) error
 	ListRequests(ctx context.Context, orgID string, f ListFilter) ([]Request, error)
 	ListDueRequests(ctx context.Context, now time.Time, limit int) ([]Request, error)
+	// Canvas sign-in (sessions.go). GetLoginLink and GetSession are not
+	// org-scoped: sign-in and authentication look them up by id.
+	InsertLoginLink(ctx context.Context, l LoginLink) error
+	GetLoginLink(ctx context.Context, id string) (LoginLink, error)
+	// UseLoginLink marks the link used at at if it is unused and not
+	// expired then (compare-and-set); it reports whether this call won.
+	UseLoginLink(ctx context.Context, id string, at time.Time) (bool, error)
+	InsertSession(ctx context.Context, x Session) error
+	GetSession(ctx context.Context, id string) (Session, error)
+	// TouchSession moves last_seen_at forward to at (never back).
+	TouchSession(ctx context.Context, id string, at time.Time) error
+	// RevokeSession ends a session of the org; revoking twice keeps the
+	// first time.
+	RevokeSession(ctx context.Context, orgID, id string, at time.Time) error
+	// RevokeUserSessions ends every live session of a person and reports
+	// how many.
+	RevokeUserSessions(ctx context.Context, orgID, userID string, at time.Time) (int, error)
 	// LockServer makes this process the only orgplane server of the store
 	// until release is called: on SQLite an exclusive lock on a file beside
 	// the database (a second server is refused, with ErrLocked); on

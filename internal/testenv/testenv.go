@@ -44,7 +44,7 @@ type Options struct {
 	MasterKey []byte
 	// DBURL reuses an existing store (e.g. a second replica).
 	DBURL string
-	// Clock (default: the system's).
+	// Clock is the service's clock (default: the real one); see ShiftClock.
 	Clock core.Clock
 }
 
@@ -147,18 +147,6 @@ func New(t testing.TB, opts Options) *Env {
 	return e
 }
 
-// OffsetClock is the system clock moved ahead by an offset a test sets:
-// expiry without sleeping.
-type OffsetClock struct{ off atomic.Int64 }
-
-// Now is the system time plus the offset.
-func (c *OffsetClock) Now() time.Time {
-	return core.SystemClock{}.Now().Add(time.Duration(c.off.Load()))
-}
-
-// Advance moves the clock ahead by d.
-func (c *OffsetClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
-
 // Restart replaces the control plane with a new one on the same store,
 // provisioners and URL, as a crash and restart would: boxes keep running
 // and the new service adopts them. The caller must not use the old
@@ -205,3 +193,16 @@ func (e *Env) Eventually(timeout time.Duration, cond func() bool, msg string, ar
 	}
 	e.T.Fatalf("timed out after %s: "+msg, append([]any{timeout}, args...)...)
 }
+
+// ShiftClock is the real clock moved forward by Advance: a test jumps over
+// hours (an idle session, an expired link) without sleeping, while the
+// service's background loops keep running on time that still moves.
+type ShiftClock struct{ off atomic.Int64 }
+
+// Now is the real time plus every Advance so far.
+func (c *ShiftClock) Now() time.Time {
+	return core.SystemClock{}.Now().Add(time.Duration(c.off.Load()))
+}
+
+// Advance moves the clock forward by d.
+func (c *ShiftClock) Advance(d time.Duration) { c.off.Add(int64(d)) }

@@ -94,6 +94,9 @@ func Run(t *testing.T, open Opener) {
 		{"Supervision", testSupervision},
 		{"Users", testUsers},
 		{"Policy", testPolicy},
+		{"LoginLinks", testLoginLinks},
+		{"LoginLinks/OneUseUnderRace", testLoginLinkRace},
+		{"Sessions", testSessions},
 		{"Workspaces/MaxSpecLength", testMaxSpecLength},
 		{"InTx/Commit", testInTxCommit},
 		{"InTx/Rollback", testInTxRollback},
@@ -773,6 +776,21 @@ func testAudit(t *testing.T, f *fixture) {
 	byWS, err = f.s.ListAudit(f.ctx, o.ID, store.AuditFilter{WorkspaceID: w.ID, Before: ids[5], Limit: 2})
 	require.NoError(t, err)
 	require.Equal(t, []int64{ids[4], ids[2]}, []int64{byWS[0].ID, byWS[1].ID})
+
+	// Action, caller and outcome select exactly, with the rest.
+	byAction, err := f.s.ListAudit(f.ctx, o.ID, store.AuditFilter{Action: "act04"})
+	require.NoError(t, err)
+	require.Len(t, byAction, 1)
+	require.Equal(t, ids[4], byAction[0].ID)
+	byToken, err := f.s.ListAudit(f.ctx, o.ID, store.AuditFilter{TokenID: "t1", WorkspaceID: w.ID, Limit: 3})
+	require.NoError(t, err)
+	require.Equal(t, []int64{ids[11], ids[10], ids[8]}, []int64{byToken[0].ID, byToken[1].ID, byToken[2].ID})
+	byOutcome, err := f.s.ListAudit(f.ctx, o.ID, store.AuditFilter{Outcome: "denied"})
+	require.NoError(t, err)
+	require.Empty(t, byOutcome)
+	byOutcome, err = f.s.ListAudit(f.ctx, o.ID, store.AuditFilter{Outcome: "ok", Action: "act03"})
+	require.NoError(t, err)
+	require.Len(t, byOutcome, 1)
 
 	none, err := f.s.ListAudit(f.ctx, "o-missing", store.AuditFilter{})
 	require.NoError(t, err)
