@@ -66,7 +66,7 @@ func New(svc *core.Service, opts Options) *Server {
 		r.Handle("/metrics", s.metrics)
 	}
 	r.Route("/v1", func(r chi.Router) {
-		r.Use(s.authenticate, dryRunOnlyOnSecrets)
+		r.Use(s.authenticate, s.viaHeader, dryRunOnlyOnSecrets)
 		s.routes(r)
 	})
 	if opts.Extra != nil {

@@ -48,6 +48,7 @@ func (s *Server) routes(r chi.Router) {
 	s.handle(r, "DELETE", "/users/{id}", s.deleteUser)
 	s.boxRoutes(r)
 	s.approvalRoutes(r)
+	s.waitRoutes(r)
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, q query) {
