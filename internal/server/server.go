@@ -18,6 +18,7 @@ import (
 
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/httpapi"
+	"github.com/orgplane/orgplane/internal/mcp"
 	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/provision/docker"
 	"github.com/orgplane/orgplane/internal/provision/process"
@@ -142,7 +143,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}
 	api := httpapi.New(svc, httpapi.Options{Logger: log, Limits: cfg.HTTP,
-		Metrics: promhttp.HandlerFor(svc.Metrics().Registry, promhttp.HandlerOpts{})})
+		Metrics: promhttp.HandlerFor(svc.Metrics().Registry, promhttp.HandlerOpts{}),
+		Extra:   mcp.Mount(svc, log)})
 	s.http = api.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	go func() {
 		err := s.http.Serve(ln)
