@@ -32,6 +32,9 @@ const (
 	// platform workspace and minted per provision: the concierge manages
 	// the org with it, never with a person's credential.
 	EnvManagementToken = "ORGPLANE_MANAGEMENT_TOKEN"
+	// EnvMCPURL is the platform box's MCP endpoint (the advertise URL's
+	// /mcp): the concierge finds it without configuration.
+	EnvMCPURL = "ORGPLANE_MCP_URL"
 )
 
 type wsLock struct {
@@ -146,6 +149,7 @@ func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token, m
 	sp.Env[EnvFingerprint] = fp
 	if mgmt != "" {
 		sp.Env[EnvManagementToken] = mgmt
+		sp.Env[EnvMCPURL] = strings.TrimRight(s.cfg.AdvertiseURL, "/") + "/mcp"
 	}
 	return sp, nil
 }

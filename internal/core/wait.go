@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/orgplane/orgplane/internal/approvals"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -26,7 +25,7 @@ func (s *Service) WaitApproval(ctx context.Context, id string, timeout time.Dura
 			return "", false, err
 		}
 		out = a
-		return a.State, approvals.Final(a.State, a.Action != nil), nil
+		return a.State, a.Done(), nil
 	}, progress)
 	return out, err
 }
@@ -40,7 +39,7 @@ func (s *Service) WaitRequest(ctx context.Context, id string, timeout time.Durat
 			return "", false, err
 		}
 		out = r
-		return r.State, r.State != approvals.Pending, nil
+		return r.State, RequestDone(r), nil
 	}, progress)
 	return out, err
 }

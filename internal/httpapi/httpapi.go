@@ -67,7 +67,7 @@ func New(svc *core.Service, opts Options) *Server {
 	}
 	r.Get("/login", s.login) // a browser opening a sign-in link: no credential yet
 	r.Route("/v1", func(r chi.Router) {
-		r.Use(s.authenticate, dryRunOnlyOnSecrets)
+		r.Use(s.authenticate, s.viaHeader, dryRunOnlyOnSecrets)
 		s.routes(r)
 	})
 	if opts.Extra != nil {

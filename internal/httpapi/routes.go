@@ -49,6 +49,7 @@ func (s *Server) routes(r chi.Router) {
 	s.boxRoutes(r)
 	s.approvalRoutes(r)
 	s.sessionRoutes(r)
+	s.waitRoutes(r)
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, q query) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/httpapi"
+	"github.com/orgplane/orgplane/internal/mcp"
 	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/provision/docker"
 	"github.com/orgplane/orgplane/internal/provision/process"
@@ -146,7 +147,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	canvas := web.New(svc, log)
 	api := httpapi.New(svc, httpapi.Options{Logger: log, Limits: cfg.HTTP,
 		Metrics: promhttp.HandlerFor(svc.Metrics().Registry, promhttp.HandlerOpts{}),
-		Extra:   func(r chi.Router, _ func(http.Handler) http.Handler) { canvas.Mount(r) }})
+		Extra: func(r chi.Router, authn func(http.Handler) http.Handler) {
+			canvas.Mount(r)
+			mcp.Mount(svc, log)(r, authn)
+		}})
 	s.http = api.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	go func() {
 		err := s.http.Serve(ln)

@@ -23,6 +23,7 @@ import (
 	"github.com/orgplane/orgplane/internal/crypto"
 	"github.com/orgplane/orgplane/internal/httpapi"
 	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/mcp"
 	"github.com/orgplane/orgplane/internal/pgtest"
 	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/provision/fake"
@@ -117,7 +118,8 @@ func New(t testing.TB, opts Options) *Env {
 		require.NoError(t, err)
 		s := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt, Clock: opts.Clock})
 		var h http.Handler = httpapi.New(s, httpapi.Options{Logger: log,
-			Metrics: promhttp.HandlerFor(s.Metrics().Registry, promhttp.HandlerOpts{})})
+			Metrics: promhttp.HandlerFor(s.Metrics().Registry, promhttp.HandlerOpts{}),
+			Extra:   mcp.Mount(s, log)})
 		e.handler.Store(&h)
 		return s
 	}
