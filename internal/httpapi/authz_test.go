@@ -238,7 +238,9 @@ var callers = []caller{
 	sessionCaller("viewer-session", viewerSessionClass),
 	{"viewer-session+X-Workspace-ID", headerMismatch, func(_ *authzFixture, tg *target) (string, []string) {
 		return "", []string{tg.ws}
-	}, func(f *authzFixture, tg *target) http.Header { return f.session(tg, viewerSessionClass).header(f.e.URL) }},
+	}, func(f *authzFixture, tg *target) http.Header {
+		return f.session(tg, viewerSessionClass).header(f.e.URL)
+	}},
 	{"owner-session-cross-site", crossSiteSessionClass, noAuth, func(f *authzFixture, tg *target) http.Header {
 		return session{cookie: f.session(tg, ownerSessionClass).cookie}.header("")
 	}},
@@ -755,9 +757,11 @@ func authzEndpoints() []endpoint {
 		// Sign-in links: people only (never an agent nor automation); an
 		// admin for admins and viewers; a viewer never.
 		{name: "users.login-links", method: "POST",
-			path:  func(f *authzFixture, _ *target) string { return "/v1/users/" + f.viewerID + "/login-links" },
-			want:  want{otherOrg: 403, otherWS: 403, ownWS: 403, admin: 403, owner: 201, personAdmin: 201, viewer: 403},
-			state: func(t *testing.T, f *authzFixture, _ *target) string { return fmt.Sprint(countRows(t, f.e, "login_links")) },
+			path: func(f *authzFixture, _ *target) string { return "/v1/users/" + f.viewerID + "/login-links" },
+			want: want{otherOrg: 403, otherWS: 403, ownWS: 403, admin: 403, owner: 201, personAdmin: 201, viewer: 403},
+			state: func(t *testing.T, f *authzFixture, _ *target) string {
+				return fmt.Sprint(countRows(t, f.e, "login_links"))
+			},
 			check: func(t *testing.T, f *authzFixture, _ *target, _ caller, r result) {
 				l := decodeJSON[client.LoginLink](t, r)
 				require.True(t, strings.HasPrefix(l.URL, f.e.URL+"/login?code="), l.URL)
