@@ -171,3 +171,29 @@ func TestIsAgent(t *testing.T) {
 		}
 	}
 }
+
+// Sign-in codes and session cookies share the token format, each with its
+// own kind: none is taken for another, nor for a token.
+func TestParseAs(t *testing.T) {
+	code, _ := NewSecret(KindLoginCode, ids.New("l"))
+	cookie, _ := NewSecret(KindSession, ids.New("s"))
+	tok, _ := NewSecret(KindUser, ids.New("t"))
+	id, secret, err := ParseAs(KindLoginCode, code)
+	require.NoError(t, err)
+	require.Equal(t, code, "op_login_"+id+"_"+secret)
+	id, secret, err = ParseAs(KindSession, cookie)
+	require.NoError(t, err)
+	require.Equal(t, cookie, "op_session_"+id+"_"+secret)
+	for _, c := range []struct{ kind, s string }{
+		{KindSession, code}, {KindLoginCode, cookie}, {KindSession, tok},
+		{KindUser, tok}, {KindSession, cookie + "a"}, {KindSession, ""},
+		{KindSession, strings.Replace(cookie, "_s", "_t", 1)},
+	} {
+		_, _, err := ParseAs(c.kind, c.s)
+		require.ErrorIs(t, err, ErrMalformed, "%s as %s", c.s, c.kind)
+	}
+	_, _, _, err = Parse(cookie)
+	require.ErrorIs(t, err, ErrMalformed, "a session cookie is no token")
+	_, _, _, err = Parse(code)
+	require.ErrorIs(t, err, ErrMalformed, "a sign-in code is no token")
+}

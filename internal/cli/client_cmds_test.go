@@ -883,6 +883,7 @@ func TestHelpGolden(t *testing.T) {
 		{"users", "ls"},
 		{"users", "add"},
 		{"users", "rm"},
+		{"users", "login-link"},
 		{"secrets"},
 		{"secrets", "ls"},
 		{"secrets", "set"},

@@ -23,7 +23,7 @@ func newUsersCmd(g *Globals) *cobra.Command {
 to requests); agents and automation use admin and workspace tokens. A viewer
 reads only. Only owners add and remove people; the last owner stays.`,
 	})
-	cmd.AddCommand(newUsersLsCmd(g), newUsersAddCmd(g), newUsersRmCmd(g))
+	cmd.AddCommand(newUsersLsCmd(g), newUsersAddCmd(g), newUsersRmCmd(g), newUsersLoginLinkCmd(g))
 	return cmd
 }
 
@@ -109,6 +109,35 @@ func newUsersRmCmd(g *Globals) *cobra.Command {
 				return printJSON(g.Stdout, map[string]any{"user": args[0], "removed": true})
 			}
 			fmt.Fprintf(g.Stdout, "removed %s\n", cell(args[0]))
+			return nil
+		},
+	}
+}
+
+func newUsersLoginLinkCmd(g *Globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "login-link NAME|ID",
+		Short: "Make a one-time canvas sign-in link for a person (works once, for 10 minutes)",
+		Long: `Make a one-time sign-in link for a person: opened in a browser, it signs them in
+to the canvas. It works once, within 10 minutes. Only a person makes one: an
+owner for anyone, an admin for admins and viewers; no admin or workspace token
+can (agents never obtain a person's credential). Hand the link to that person
+only: whoever opens it first is signed in as them.`,
+		Example: `  orgplane users login-link alice`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.Client()
+			if err != nil {
+				return err
+			}
+			l, err := c.CreateLoginLink(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.JSON {
+				return printJSON(g.Stdout, l)
+			}
+			fmt.Fprintf(g.Stdout, "Sign-in link for %s (works once, until %s):\n%s\n", cell(args[0]), fmtTime(l.ExpiresAt), l.URL)
 			return nil
 		},
 	}

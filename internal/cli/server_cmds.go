@@ -190,7 +190,9 @@ with a SQLite store, a master key (mode 0600), the default org with its
 platform workspace, an admin token written to DIR/admin.token (0600) and
 printed once, and the person "owner", whose token is written to
 DIR/owner.token (0600; the CLI acts as that person by default). Later runs
-reuse all of it; a missing owner.token is minted again.`,
+reuse all of it; a missing owner.token is minted again. Every start prints a
+fresh one-time link that signs the owner in to the canvas (it works once, for
+10 minutes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(g, logLevel)
@@ -219,7 +221,11 @@ reuse all of it; a missing owner.token is minted again.`,
 				return err
 			}
 			cfg.Bootstrap = func(ctx context.Context, svc *core.Service) error {
-				return bootstrapDefault(ctx, g, svc, dir)
+				if err := bootstrapDefault(ctx, g, svc, dir); err != nil {
+					return err
+				}
+				printOwnerLoginLink(ctx, g, svc)
+				return nil
 			}
 			return runServer(cmd.Context(), g, cfg)
 		},
@@ -271,6 +277,22 @@ func bootstrapDefault(ctx context.Context, g *Globals, svc *core.Service, dir st
 	fmt.Fprintf(g.Stdout, "Admin token (shown once; also saved to %s):\n%s\n", path, n.Secret)
 	fmt.Fprintf(g.Stdout, "The person \"owner\" was created; their token is in %s (the CLI uses it by default).\n", ownerPath)
 	return nil
+}
+
+// printOwnerLoginLink prints a fresh one-time canvas sign-in link for the
+// person "owner" of the default org, at every start of up. A link that
+// cannot be made (the owner was renamed or is no longer an owner) is said,
+// not fatal: the server is still of use.
+func printOwnerLoginLink(ctx context.Context, g *Globals, svc *core.Service) {
+	o, err := svc.OrgByName(ctx, DefaultOrg)
+	if err == nil {
+		var l core.LoginLink
+		if l, err = svc.OwnerLoginLink(ctx, o.ID); err == nil {
+			fmt.Fprintf(g.Stdout, "Sign in to the canvas as \"owner\" (the link works once, for 10 minutes; `orgplane users login-link owner` makes another):\n%s\n", l.URL)
+			return
+		}
+	}
+	fmt.Fprintf(g.Stderr, "No sign-in link for the person \"owner\": %v\n", err)
 }
 
 func runServer(ctx context.Context, g *Globals, cfg server.Config) error {

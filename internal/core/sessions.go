@@ -314,8 +314,8 @@ func (s *Service) checkSameSite(ctx context.Context, p auth.Principal, c Credent
 // port counts as none.
 func sameOrigin(origin, advertise, own string) bool {
 	o, ok := normOrigin(origin)
-	if !ok {
-		return false // "null", a path, junk
+	if !ok || strings.Count(origin, "/") != 2 {
+		return false // "null", a path, junk: browsers send scheme://host[:port]
 	}
 	for _, want := range []string{advertise, own} {
 		if w, ok := normOrigin(want); ok && w == o {

@@ -47,7 +47,32 @@ const (
 	ownerClass
 	personAdminClass
 	viewerClass
+	// People signed in to the canvas (session cookie, Origin and CSRF
+	// token as the canvas sends them): as the people above, unless the
+	// endpoint says otherwise (want.session).
+	ownerSessionClass
+	personAdminSessionClass
+	viewerSessionClass
+	// An owner's session cookie with neither Origin nor CSRF token (a page
+	// of another site): reads as the owner, 403 for any write.
+	crossSiteSessionClass
+	// A session cookie and an Authorization header: 400 whatever the
+	// endpoint.
+	ambiguousClass
 )
+
+// personOf is the person class a session class acts as.
+func personOf(c class) class {
+	switch c {
+	case ownerSessionClass, crossSiteSessionClass:
+		return ownerClass
+	case personAdminSessionClass:
+		return personAdminClass
+	case viewerSessionClass:
+		return viewerClass
+	}
+	return c
+}
 
 // want is an endpoint's expected status per authenticated caller class.
 // The people's are optional: an owner and an admin person get what an
@@ -58,6 +83,9 @@ type want struct {
 	// agent is the bound admin token's, when it is not admin's: 202 for
 	// an action the default policy gates.
 	agent int
+	// session, if set, is what every session caller gets (the endpoints
+	// of the session itself).
+	session int
 }
 
 // gatedFor reports whether the row's caller is an agent whose call the
@@ -74,6 +102,18 @@ func (w want) of(c class, method string) int {
 	switch c {
 	case agentAdminClass:
 		return or(w.agent, w.admin)
+	case ambiguousClass:
+		return http.StatusBadRequest
+	case crossSiteSessionClass:
+		if method != http.MethodGet {
+			return http.StatusForbidden
+		}
+		return w.of(ownerSessionClass, method)
+	case ownerSessionClass, personAdminSessionClass, viewerSessionClass:
+		if w.session != 0 {
+			return w.session
+		}
+		return w.of(personOf(c), method)
 	case ownerClass:
 		return or(w.owner, w.admin)
 	case personAdminClass:
@@ -109,6 +149,9 @@ type target struct {
 	globalKey string // a global secret to delete
 	userID    string // a person to remove
 	askID     string // an approval or a request asked by ws's own token
+	// sessions, when set, replace the fixture's session callers' (an
+	// endpoint that ends the caller's session gets fresh ones per row).
+	sessions map[class]session
 }
 
 type authzFixture struct {
@@ -126,6 +169,24 @@ type authzFixture struct {
 	shared     target // the default target: a running workspace
 
 	owner, personAdmin, viewer string // user tokens of people by role
+	viewerID                   string // the viewer's user id
+	sessions                   map[class]session
+}
+
+// signInAll signs the fixture's three people in to the canvas.
+func (f *authzFixture) signInAll(t testing.TB) map[class]session {
+	return map[class]session{
+		ownerSessionClass:       signIn(t, f.e, f.api, f.owner, "owner"),
+		personAdminSessionClass: signIn(t, f.e, f.api, f.owner, "a-admin"),
+		viewerSessionClass:      signIn(t, f.e, f.api, f.owner, "a-viewer"),
+	}
+}
+
+func (f *authzFixture) session(tg *target, c class) session {
+	if tg.sessions != nil {
+		return tg.sessions[c]
+	}
+	return f.sessions[c]
 }
 
 // caller is one kind of caller; auth gives its Authorization header value
@@ -134,6 +195,17 @@ type caller struct {
 	name  string
 	class class
 	auth  func(f *authzFixture, tg *target) (authz string, xws []string)
+	// header, if set, adds headers (a session's cookie, Origin, CSRF token).
+	header func(f *authzFixture, tg *target) http.Header
+}
+
+func noAuth(*authzFixture, *target) (string, []string) { return "", nil }
+
+// sessionCaller is a person's canvas session, sending what the canvas sends.
+func sessionCaller(name string, c class) caller {
+	return caller{name, c, noAuth, func(f *authzFixture, tg *target) http.Header {
+		return f.session(tg, c).header(f.e.URL)
+	}}
 }
 
 // gatedForAgents is w for an action the default policy gates for agents.
@@ -145,43 +217,56 @@ func gatedForAgents(w want) want {
 func bearer(tok string) string { return "Bearer " + tok }
 
 var callers = []caller{
-	{"no-token", unauthenticated, func(*authzFixture, *target) (string, []string) { return "", nil }},
+	{"no-token", unauthenticated, func(*authzFixture, *target) (string, []string) { return "", nil }, nil},
 	{"malformed-token", unauthenticated, func(*authzFixture, *target) (string, []string) {
 		return "Bearer not-a-token", nil
-	}},
-	{"revoked-token", unauthenticated, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.revoked), nil }},
-	{"expired-token", unauthenticated, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.expired), nil }},
-	{"other-org-admin", otherOrg, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.otherAdmin), nil }},
+	}, nil},
+	{"revoked-token", unauthenticated, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.revoked), nil }, nil},
+	{"expired-token", unauthenticated, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.expired), nil }, nil},
+	{"other-org-admin", otherOrg, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.otherAdmin), nil }, nil},
 	{"other-workspace-token", otherWorkspace, func(f *authzFixture, _ *target) (string, []string) {
 		return bearer(f.b.wsToken), nil
-	}},
+	}, nil},
 	{"own-workspace-token", ownWorkspace, func(_ *authzFixture, tg *target) (string, []string) {
 		return bearer(tg.wsToken), nil
-	}},
-	{"admin", adminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.admin), nil }},
-	{"acting-admin", agentAdminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.acting), nil }},
+	}, nil},
+	{"admin", adminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.admin), nil }, nil},
+	{"acting-admin", agentAdminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.acting), nil }, nil},
 	// X-Workspace-ID never establishes identity: one that disagrees with
 	// the token is refused, one that agrees changes nothing.
 	{"own-token+foreign-X-Workspace-ID", headerMismatch, func(f *authzFixture, tg *target) (string, []string) {
 		return bearer(tg.wsToken), []string{f.b.ws}
-	}},
+	}, nil},
 	{"own-token+matching-X-Workspace-ID", ownWorkspace, func(_ *authzFixture, tg *target) (string, []string) {
 		return bearer(tg.wsToken), []string{tg.ws}
-	}},
+	}, nil},
 	{"admin+X-Workspace-ID", headerMismatch, func(f *authzFixture, tg *target) (string, []string) {
 		// An unbound admin token acts from no workspace: any header disagrees.
 		return bearer(f.admin), []string{tg.ws}
-	}},
+	}, nil},
 	{"acting-admin+matching-X-Workspace-ID", agentAdminClass, func(f *authzFixture, _ *target) (string, []string) {
 		return bearer(f.acting), []string{f.platform}
-	}},
-	{"owner", ownerClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.owner), nil }},
-	{"admin-person", personAdminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.personAdmin), nil }},
-	{"viewer", viewerClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.viewer), nil }},
+	}, nil},
+	{"owner", ownerClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.owner), nil }, nil},
+	{"admin-person", personAdminClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.personAdmin), nil }, nil},
+	{"viewer", viewerClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.viewer), nil }, nil},
 	// A person acts from no workspace: any X-Workspace-ID disagrees.
 	{"viewer+X-Workspace-ID", headerMismatch, func(f *authzFixture, tg *target) (string, []string) {
 		return bearer(f.viewer), []string{tg.ws}
+	}, nil},
+	sessionCaller("owner-session", ownerSessionClass),
+	sessionCaller("admin-session", personAdminSessionClass),
+	sessionCaller("viewer-session", viewerSessionClass),
+	{"viewer-session+X-Workspace-ID", headerMismatch, func(_ *authzFixture, tg *target) (string, []string) {
+		return "", []string{tg.ws}
+	}, func(f *authzFixture, tg *target) http.Header {
+		return f.session(tg, viewerSessionClass).header(f.e.URL)
 	}},
+	{"owner-session-cross-site", crossSiteSessionClass, noAuth, func(f *authzFixture, tg *target) http.Header {
+		return session{cookie: f.session(tg, ownerSessionClass).cookie}.header("")
+	}},
+	{"owner-session+bearer", ambiguousClass, func(f *authzFixture, _ *target) (string, []string) { return bearer(f.owner), nil },
+		func(f *authzFixture, tg *target) http.Header { return f.session(tg, ownerSessionClass).header(f.e.URL) }},
 }
 
 type endpoint struct {
@@ -227,6 +312,11 @@ func TestAuthzMatrix(t *testing.T) {
 					if xws != nil {
 						req.Header["X-Workspace-Id"] = xws
 					}
+					if c.header != nil {
+						for k, v := range c.header(f, tg) {
+							req.Header[k] = v
+						}
+					}
 					if ep.body != nil {
 						req.Body = ep.body(t, f, tg)
 					}
@@ -245,7 +335,9 @@ func TestAuthzMatrix(t *testing.T) {
 						require.Equal(t, "pending", ar.Approval.State, "%s", r)
 						require.NotNil(t, ar.Approval.Action, "%s", r)
 					case ep.check != nil:
-						ep.check(t, f, tg, c, r)
+						as := c
+						as.class = personOf(c.class) // a session acts as its person
+						ep.check(t, f, tg, as, r)
 					}
 					if guard {
 						require.Equal(t, before, ep.state(t, f, tg), "a refused %s %s as %s changed something", ep.method, req.Path, c.name)
@@ -294,7 +386,11 @@ func newAuthzFixture(t *testing.T) *authzFixture {
 		u, err := e.Owner.CreateUser(ctx, client.CreateUser{Name: "a-" + who.role, Role: who.role})
 		require.NoError(t, err)
 		*who.tok = e.UserToken(e.Org.Org.ID, u.ID, "cli")
+		if who.role == "viewer" {
+			f.viewerID = u.ID
+		}
 	}
+	f.sessions = f.signInAll(t)
 
 	other, otherAdmin := e.NewOrg("other-org")
 	f.otherAdmin = other.Secret
@@ -684,6 +780,52 @@ func authzEndpoints() []endpoint {
 			path: func(_ *authzFixture, tg *target) string { return "/v1/restarts/" + tg.job }, want: wsRead,
 			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {
 				require.Equal(t, tg.job, decodeJSON[client.RestartJob](t, r).ID)
+			}},
+		// Sign-in links: people only (never an agent nor automation); an
+		// admin for admins and viewers; a viewer never.
+		{name: "users.login-links", method: "POST",
+			path: func(f *authzFixture, _ *target) string { return "/v1/users/" + f.viewerID + "/login-links" },
+			want: want{otherOrg: 403, otherWS: 403, ownWS: 403, admin: 403, owner: 201, personAdmin: 201, viewer: 403},
+			state: func(t *testing.T, f *authzFixture, _ *target) string {
+				return fmt.Sprint(countRows(t, f.e, "login_links"))
+			},
+			check: func(t *testing.T, f *authzFixture, _ *target, _ caller, r result) {
+				l := decodeJSON[client.LoginLink](t, r)
+				require.True(t, strings.HasPrefix(l.URL, f.e.URL+"/login?code="), l.URL)
+				require.Equal(t, f.viewerID, l.UserID)
+			}},
+		// The caller's own session: only a session has one.
+		{name: "session.get", method: "GET", path: fixed("/v1/session"),
+			want: want{otherOrg: 400, otherWS: 400, ownWS: 400, admin: 400, owner: 400, personAdmin: 400, viewer: 400, session: 200},
+			check: func(t *testing.T, f *authzFixture, tg *target, c caller, r result) {
+				x := decodeJSON[client.Session](t, r)
+				require.Equal(t, map[class]string{ownerClass: "owner", personAdminClass: "admin", viewerClass: "viewer"}[c.class], x.Role)
+				require.NotEmpty(t, x.CSRFToken)
+			}},
+		{name: "session.delete", method: "DELETE", path: fixed("/v1/session"),
+			fresh: func(t *testing.T, f *authzFixture) *target {
+				tg := f.shared
+				tg.sessions = f.signInAll(t)
+				return &tg
+			},
+			want: want{otherOrg: 400, otherWS: 400, ownWS: 400, admin: 400, owner: 400, personAdmin: 400, viewer: 400, session: 204},
+			state: func(t *testing.T, f *authzFixture, tg *target) string {
+				var out []string
+				for _, c := range []class{ownerSessionClass, personAdminSessionClass, viewerSessionClass} {
+					r := f.api.send(t, call{Method: "GET", Path: "/v1/whoami", Header: session{cookie: tg.sessions[c].cookie}.header("")})
+					out = append(out, fmt.Sprint(r.Status))
+				}
+				return strings.Join(out, ",")
+			},
+			check: func(t *testing.T, f *authzFixture, tg *target, c caller, r result) {
+				for k, x := range tg.sessions {
+					r := f.api.send(t, call{Method: "GET", Path: "/v1/whoami", Header: session{cookie: x.cookie}.header("")})
+					if personOf(k) == c.class {
+						require.Equal(t, 401, r.Status, "the caller's session ended")
+					} else {
+						require.Equal(t, 200, r.Status, "other sessions live on")
+					}
+				}
 			}},
 	}, askEndpoints()...)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -485,4 +486,59 @@ func TestSessionStreamEndsAtSignOut(t *testing.T) {
 		}
 	}
 	t.Fatalf("the stream did not end with the session: %q (%v)", seen, sc.Err())
+}
+
+// Sign-in secrets (link codes, session secrets, CSRF tokens) reach no log,
+// audit entry, event or error: only the minter's answer holds the code,
+// only the sign-in's Set-Cookie the session, only GET /v1/session the CSRF
+// token.
+func TestSignInSecretsNeverLeak(t *testing.T) {
+	t.Parallel()
+	logs := &lockedBuffer{}
+	e := newEnv(t, testenv.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	a := newAPI(t, e)
+	out := &outputs{}
+	stop := openStreams(t, a, out, map[string]string{"events(owner)": e.OwnerToken})
+
+	l := mintLink(t, e, e.OwnerToken, "owner")
+	code := strings.TrimPrefix(l.URL, e.URL+"/login?code=")
+	s := signIn(t, e, a, e.OwnerToken, "owner")
+	secrets := []string{code, s.cookie, s.cookie[strings.LastIndex(s.cookie, "_")+1:], s.csrf,
+		code[strings.LastIndex(code, "_")+1:]}
+
+	record := func(label string, r result) {
+		out.add(label, r.Body)
+		for k, vs := range r.Header {
+			out.add(label+" header "+k, []byte(strings.Join(vs, ",")))
+		}
+	}
+	resp, body := openLink(t, l.URL)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	resp, body = openLink(t, l.URL) // used twice
+	out.add("login used twice", []byte(body+strings.Join(resp.Header.Values("Set-Cookie"), ",")))
+	resp, body = openLink(t, e.URL+"/login?code="+flip(code))
+	out.add("login forged", []byte(body+strings.Join(resp.Header.Values("Set-Cookie"), ",")))
+	record("csrf refused", a.send(t, call{Method: "POST", Path: "/v1/workspaces", Header: session{cookie: s.cookie}.header("https://evil.example"),
+		Body: []byte(`{"name":"x"}`)}))
+	record("csrf refused", a.send(t, call{Method: "POST", Path: "/v1/workspaces", Header: session{cookie: s.cookie, csrf: flip(s.csrf)}.header(e.URL),
+		Body: []byte(`{"name":"x"}`)}))
+	record("ambiguous", a.send(t, call{Method: "GET", Path: "/v1/whoami", Token: e.OwnerToken, Header: s.header("")}))
+	record("forged cookie", a.send(t, call{Method: "GET", Path: "/v1/whoami", Header: session{cookie: flip(s.cookie)}.header("")}))
+	record("whoami", a.send(t, call{Method: "GET", Path: "/v1/whoami", Header: s.header("")}))
+	record("sign-out", a.send(t, call{Method: "DELETE", Path: "/v1/session", Header: s.header(e.URL)}))
+	record("after sign-out", a.send(t, call{Method: "GET", Path: "/v1/whoami", Header: s.header("")}))
+	page, err := e.Admin.ListAudit(context.Background(), "", 1000, 0)
+	require.NoError(t, err)
+	out.add("audit", mustJSON(t, page))
+	stop()
+	out.add("logs", logs.Bytes())
+
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	for label, b := range out.seen {
+		for _, x := range secrets {
+			require.NotContains(t, string(b), x, "a sign-in secret leaked into %s", label)
+		}
+	}
+	require.Contains(t, string(out.seen["audit"]), "session.create")
 }
