@@ -493,10 +493,17 @@ func (s *Service) requesterPrincipal(ctx context.Context, orgID string, r store.
 		return systemPrincipal(orgID), nil
 	}
 	if r.Via == auth.ViaSession {
-		u, err := s.store.GetUser(ctx, orgID, r.UserID)
-		if errors.Is(err, store.ErrNotFound) || err == nil && !u.RemovedAt.IsZero() {
-			return auth.Principal{}, Unauthorized("the person who asked was removed")
+		// A person who asked from the canvas: their session must still
+		// work (not signed out, not idle or past its lifetime, the person
+		// not removed), as a token must.
+		x, err := s.store.GetSession(ctx, r.TokenID)
+		if errors.Is(err, store.ErrNotFound) || err == nil && x.OrgID != orgID {
+			return auth.Principal{}, Unauthorized("the requester's session no longer exists")
 		}
+		if err != nil {
+			return auth.Principal{}, err
+		}
+		u, err := s.sessionLive(ctx, x, s.clock.Now())
 		if err != nil {
 			return auth.Principal{}, err
 		}

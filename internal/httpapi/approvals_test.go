@@ -728,3 +728,50 @@ func TestWaitApproval(t *testing.T) {
 		t.Fatal("the wait did not end with the approval")
 	}
 }
+
+// A person asking from the canvas: their session is their credential.
+// Decisions made through a session record it; a requester who signed out
+// before the approval has their action refused, like a revoked token.
+func TestApprovalsFromSessions(t *testing.T) {
+	t.Parallel()
+	f := newAPFixture(t, false)
+	ada := signIn(t, f.e, f.a, f.owner, "ada")     // an admin person
+	grace := signIn(t, f.e, f.a, f.owner, "grace") // another
+	origin := f.e.URL
+	send := func(s session, method, path string, body any) result {
+		t.Helper()
+		c := call{Method: method, Path: path, Header: s.header(origin)}
+		if body != nil {
+			c.Body = mustJSON(t, body)
+		}
+		return f.a.send(t, c)
+	}
+	ask := func() client.Approval {
+		r := send(ada, "POST", "/v1/approvals", map[string]any{"title": "restart the worker",
+			"action": map[string]any{"type": "workspace.restart", "params": map[string]any{"workspace_id": f.ws.ID}}})
+		require.Equal(t, 201, r.Status, "%s", r)
+		a := decodeJSON[client.Approval](t, r)
+		require.Equal(t, "session", a.Requester.Via)
+		require.Equal(t, f.adminID, a.Requester.UserID)
+		return a
+	}
+	a := ask()
+	r := send(ada, "POST", "/v1/approvals/"+a.ID+"/decision", map[string]any{"decision": "approve"})
+	require.Equal(t, 403, r.Status, "%s", r)
+	require.Contains(t, string(r.Body), `"own_request"`)
+	r = send(grace, "POST", "/v1/approvals/"+a.ID+"/decision", map[string]any{"decision": "approve"})
+	require.Equal(t, 200, r.Status, "%s", r)
+	got := decodeJSON[client.Approval](t, r)
+	require.Equal(t, "succeeded", got.State, "%s", r)
+	require.Equal(t, "session", got.Decisions[0].Via)
+
+	b := ask()
+	r = send(ada, "DELETE", "/v1/session", nil)
+	require.Less(t, r.Status, 300, "%s", r)
+	r = send(grace, "POST", "/v1/approvals/"+b.ID+"/decision", map[string]any{"decision": "approve"})
+	require.Equal(t, 200, r.Status, "%s", r)
+	got = decodeJSON[client.Approval](t, r)
+	require.Equal(t, "failed", got.State)
+	require.Equal(t, "requester_revoked", got.Error.Code)
+	require.Equal(t, 1, restartJobs(t, f.e.Admin, f.ws.ID))
+}
