@@ -13,12 +13,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8s "k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/orgplane/orgplane/internal/kubetest"
 	"github.com/orgplane/orgplane/internal/provision"
@@ -39,40 +37,13 @@ const (
 // readManifests decodes every object of the named files.
 func readManifests(t *testing.T, names ...string) []runtime.Object {
 	t.Helper()
-	var objs []runtime.Object
-	for _, name := range names {
-		b, err := os.ReadFile(filepath.Join(manifests, name))
-		require.NoError(t, err)
-		for doc := range strings.SplitSeq(string(b), "\n---\n") {
-			if strings.TrimSpace(doc) == "" {
-				continue
-			}
-			obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
-			require.NoError(t, err, "%s", name)
-			objs = append(objs, obj)
-		}
+	var paths []string
+	for _, n := range names {
+		paths = append(paths, filepath.Join(manifests, n))
 	}
+	objs, err := kubetest.ReadManifests(paths...)
+	require.NoError(t, err)
 	return objs
-}
-
-// create creates a manifest object through the typed client.
-func create(ctx context.Context, c k8s.Interface, obj runtime.Object, opts metav1.CreateOptions) error {
-	var err error
-	switch o := obj.(type) {
-	case *corev1.ServiceAccount:
-		_, err = c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
-	case *corev1.Secret:
-		_, err = c.CoreV1().Secrets(o.Namespace).Create(ctx, o, opts)
-	case *corev1.Service:
-		_, err = c.CoreV1().Services(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.Role:
-		_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, opts)
-	case *rbacv1.RoleBinding:
-		_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, opts)
-	default:
-		return createApps(ctx, c, obj, opts)
-	}
-	return err
 }
 
 type realEnv struct {
@@ -91,7 +62,7 @@ func startReal(t *testing.T) *realEnv {
 	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	for _, obj := range readManifests(t, "serviceaccount.yaml", "rbac.yaml") {
-		require.NoError(t, create(ctx, c.Client, obj, metav1.CreateOptions{}))
+		require.NoError(t, kubetest.Create(ctx, c.Client, obj, metav1.CreateOptions{}))
 	}
 	cfg, err := c.ServiceAccountConfig(ctx, ns, "orgplane")
 	require.NoError(t, err)
@@ -265,7 +236,7 @@ func TestManifestsAreValidObjects(t *testing.T) {
 			opts.DryRun = []string{metav1.DryRunAll}
 		}
 		for _, obj := range objs {
-			require.NoError(t, create(ctx, c.Client, obj, opts), "%T (dry run %v)", obj, dry)
+			require.NoError(t, kubetest.Create(ctx, c.Client, obj, opts), "%T (dry run %v)", obj, dry)
 		}
 	}
 }
