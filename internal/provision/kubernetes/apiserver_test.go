@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8s "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/orgplane/orgplane/internal/kubetest"
 	"github.com/orgplane/orgplane/internal/provision"
@@ -47,11 +50,12 @@ func readManifests(t *testing.T, names ...string) []runtime.Object {
 }
 
 type realEnv struct {
-	cluster *kubetest.Cluster
-	kubelet *kubetest.Kubelet
-	sa      k8s.Interface // as the orgplane ServiceAccount
-	bin     string
-	logs    *syncBuffer
+	cluster  *kubetest.Cluster
+	kubelet  *kubetest.Kubelet
+	sa       k8s.Interface // as the orgplane ServiceAccount
+	saConfig *rest.Config
+	bin      string
+	logs     *syncBuffer
 }
 
 func startReal(t *testing.T) *realEnv {
@@ -71,7 +75,7 @@ func startReal(t *testing.T) *realEnv {
 	bin := provisiontest.TestBox(t)
 	k := c.StartKubelet(t, kubetest.KubeletConfig{Namespace: ns, Images: map[string]string{boxImage: bin},
 		NodeLabels: map[string]string{"pool": "agents"}})
-	return &realEnv{cluster: c, kubelet: k, sa: sa, bin: bin, logs: &syncBuffer{}}
+	return &realEnv{cluster: c, kubelet: k, sa: sa, saConfig: cfg, bin: bin, logs: &syncBuffer{}}
 }
 
 func (e *realEnv) prov(t *testing.T, instance string) *Provisioner {
@@ -196,6 +200,42 @@ func TestOnARealAPIServer(t *testing.T) {
 		noObjects(t, "ws-stop")
 	})
 
+	t.Run("API calls per box: two to start, two to stop", func(t *testing.T) {
+		var mu sync.Mutex
+		var calls []string
+		cfg := rest.CopyConfig(e.saConfig)
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+				if r.URL.Query().Get("watch") != "true" {
+					mu.Lock()
+					calls = append(calls, r.Method+" "+r.URL.Path)
+					mu.Unlock()
+				}
+				return rt.RoundTrip(r)
+			})
+		})
+		c, err := k8s.NewForConfig(cfg)
+		require.NoError(t, err)
+		cp, err := New(Config{Client: c, Namespace: ns, Instance: "counted", StopGrace: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(e.logs, nil))})
+		require.NoError(t, err)
+		defer cp.Close()
+		_, err = cp.List(ctx) // the informer's first list
+		require.NoError(t, err)
+		mu.Lock()
+		calls = nil
+		mu.Unlock()
+		h, err := cp.Start(ctx, provision.Spec{OrgID: "org1", WorkspaceID: "ws-count", Generation: 1, Image: boxImage, RuntimeSpec: boxSpecJSON(t, nil)})
+		require.NoError(t, err)
+		st, err := cp.Inspect(ctx, h)
+		require.NoError(t, err)
+		require.True(t, st.Running)
+		require.NoError(t, cp.Stop(ctx, h))
+		mu.Lock()
+		defer mu.Unlock()
+		t.Logf("API calls for start, inspect and stop: %v", calls)
+		require.Len(t, calls, 4, "%v", calls)
+	})
+
 	t.Run("the Role allows nothing else", func(t *testing.T) {
 		_, err := e.sa.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
 		require.True(t, apierrors.IsForbidden(err), "list secrets: %v", err)
@@ -240,3 +280,7 @@ func TestManifestsAreValidObjects(t *testing.T) {
 		}
 	}
 }
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

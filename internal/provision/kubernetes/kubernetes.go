@@ -630,10 +630,12 @@ func (p *Provisioner) Stop(ctx context.Context, h provision.Handle) error {
 	// The kubelet takes the grace period at most, then removes the pod.
 	limit := time.NewTimer(p.cfg.StopGrace + 10*time.Second)
 	defer limit.Stop()
+	removed := false
 wait:
 	for {
 		cur, err := p.pods.Pods(p.cfg.Namespace).Get(pod.Name)
 		if apierrors.IsNotFound(err) || (err == nil && cur.UID != uid) {
+			removed = true
 			break
 		}
 		select {
@@ -645,7 +647,15 @@ wait:
 			break wait
 		}
 	}
-	if err := p.forceDelete(context.WithoutCancel(ctx), pod.Name, uid); err != nil {
+	// A fresh context: a Stop whose deadline passed still removes the pod
+	// at once rather than leave it half deleted.
+	cleanup := context.WithoutCancel(ctx)
+	if removed {
+		err = p.deleteSecret(cleanup, pod.Name)
+	} else {
+		err = p.forceDelete(cleanup, pod.Name, uid)
+	}
+	if err != nil {
 		return fmt.Errorf("stop box: %w", err)
 	}
 	p.log.Info("box stopped", "workspace", h.WorkspaceID, "generation", h.Generation, "pod", pod.Name)
