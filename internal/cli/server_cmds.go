@@ -75,6 +75,7 @@ type runtimeFlags struct {
 	rt            core.RuntimeConfig
 	docker        string
 	dockerNetwork string
+	kube          kubeFlags
 	stopGrace     time.Duration
 	boxUIDs       string
 	boxDir        string
@@ -123,6 +124,7 @@ func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.DurationVar(&r.http.StreamHeartbeat, "event-heartbeat", envDuration("ORGPLANE_EVENT_HEARTBEAT", 15*time.Second), "keep-alive comment and token re-check on event streams this often (env ORGPLANE_EVENT_HEARTBEAT)")
 	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
 	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
+	r.kube.add(f)
 }
 
 // apply validates the flags into cfg.
@@ -176,7 +178,7 @@ func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) 
 	default:
 		return fmt.Errorf("--docker %q: want on, off or auto", r.docker)
 	}
-	return nil
+	return r.kube.apply(cfg)
 }
 
 func newUpCmd(g *Globals) *cobra.Command {

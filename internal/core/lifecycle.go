@@ -133,6 +133,10 @@ func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token, m
 		}
 		maps.Copy(sp.Env, ds.Env)
 		sp.Image, sp.Command, sp.User = ds.Image, ds.Command, ds.User
+	case RuntimeKubernetes:
+		if err := kubeBoxSpec(w, &sp); err != nil {
+			return sp, err
+		}
 	default:
 		return sp, fmt.Errorf("runtime %s has no boxes", w.Runtime)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orgplane/orgplane/internal/provision/kubernetes/kubespec"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -67,9 +68,9 @@ func normalizeSpec(runtime string, spec json.RawMessage) (string, error) {
 	case RuntimeExternal:
 		v = &ExternalSpec{}
 	case RuntimeKubernetes:
-		return "", Refused("runtime_unavailable", "runtime %q is not available in this build", runtime)
+		v = &kubespec.Spec{}
 	default:
-		return "", Invalid("invalid_runtime", "runtime must be one of process, docker, external; got %q", runtime)
+		return "", Invalid("invalid_runtime", "runtime must be one of process, docker, kubernetes, external; got %q", runtime)
 	}
 	if err := exactSpecKeys(runtime, spec, v); err != nil {
 		return "", err
@@ -95,6 +96,10 @@ func normalizeSpec(runtime string, spec json.RawMessage) (string, error) {
 			return "", Invalid("invalid_spec", "spec.user must be uid[:gid] or name[:group]")
 		}
 		if err := checkBoxSpec(sp.Command, sp.Env, sp.ReadyAfterSeconds); err != nil {
+			return "", err
+		}
+	case *kubespec.Spec:
+		if err := checkKubeSpec(spec, sp); err != nil {
 			return "", err
 		}
 	}
@@ -146,6 +151,9 @@ func checkBoxSpec(command []string, env map[string]string, readyAfter *float64) 
 // env and command must fit the exec cap. wsID is "" for a workspace being
 // created. It returns the canonical spec.
 func (s *Service) checkSpec(ctx context.Context, tx store.Store, orgID, wsID, runtime string, raw json.RawMessage, creating bool) (string, error) {
+	if creating && runtime == RuntimeKubernetes && s.provs[runtime] == nil {
+		return "", kubeUnavailable() // before the spec: there is no point fixing it here
+	}
 	spec, err := normalizeSpec(runtime, raw)
 	if err != nil {
 		return "", err

@@ -8,6 +8,7 @@ package provision
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
@@ -17,6 +18,7 @@ import (
 const (
 	RuntimeProcess  = "process"
 	RuntimeDocker   = "docker"
+	RuntimeKube     = "kubernetes"
 	RuntimeExternal = "external"
 )
 
@@ -34,7 +36,7 @@ type Spec struct {
 	// reference agent when the workspace spec has none). docker: optional
 	// override of the image's entrypoint/cmd.
 	Command []string
-	// Image for docker.
+	// Image for docker and kubernetes.
 	Image string
 	// User for docker: "uid[:gid]" or "name[:group]"; empty: the backend's
 	// unprivileged default, never the image's (often root) user.
@@ -46,6 +48,10 @@ type Spec struct {
 	// own env, which no secret overrides): their values are not masked in
 	// the box's output ("info" of LOG_LEVEL=info would shred every line).
 	PublicKeys []string
+	// RuntimeSpec is the workspace's whole spec, for a runtime whose
+	// settings go beyond the fields above (kubernetes: args, resources,
+	// node selector...). The other runtimes ignore it.
+	RuntimeSpec json.RawMessage
 }
 
 // Handle identifies a started box. It is persisted (as JSON) so that a

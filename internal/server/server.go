@@ -16,12 +16,14 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/httpapi"
 	"github.com/orgplane/orgplane/internal/mcp"
 	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/provision/docker"
+	kubeprov "github.com/orgplane/orgplane/internal/provision/kubernetes"
 	"github.com/orgplane/orgplane/internal/provision/process"
 	"github.com/orgplane/orgplane/internal/store"
 	"github.com/orgplane/orgplane/internal/web"
@@ -45,6 +47,8 @@ type Config struct {
 	Docker        bool
 	DockerNetwork string
 	DockerLabels  map[string]string
+	// Kube enables the kubernetes runtime; nil: off.
+	Kube *KubeConfig
 	// StopGrace is how long a box gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// BoxUIDs and BoxDir isolate process boxes (see process.Config).
@@ -56,6 +60,15 @@ type Config struct {
 	// Bootstrap runs once the service has started and before the API
 	// answers: /readyz is 200 only when it has finished.
 	Bootstrap func(ctx context.Context, svc *core.Service) error
+}
+
+// KubeConfig configures the kubernetes runtime (see package
+// provision/kubernetes).
+type KubeConfig struct {
+	Client    kubernetes.Interface
+	Namespace string
+	// Instance labels this install's pods; every replica uses the same.
+	Instance string
 }
 
 // Server is a running control plane.
@@ -132,6 +145,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.close = append(s.close, d.Close)
 		provs[provision.RuntimeDocker] = d
 	}
+	if k := cfg.Kube; k != nil {
+		kp, err := kubeprov.New(kubeprov.Config{Client: k.Client, Namespace: k.Namespace, Instance: k.Instance,
+			StopGrace: cfg.StopGrace, CallTimeout: rt.ProvisionerCallTimeout, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.close = append(s.close, kp.Close)
+		provs[provision.RuntimeKube] = kp
+	}
 	svc := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt})
 	s.Service = svc
 	if err := svc.Start(ctx); err != nil {
@@ -163,7 +185,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		<-ctx.Done()
 		s.shutdown()
 	}()
-	log.Info("orgplane serving", "url", s.URL, "store", st.Dialect(), "advertise_url", rt.AdvertiseURL, "docker", cfg.Docker)
+	log.Info("orgplane serving", "url", s.URL, "store", st.Dialect(), "advertise_url", rt.AdvertiseURL, "docker", cfg.Docker, "kubernetes", cfg.Kube != nil)
 	return s, nil
 }
 

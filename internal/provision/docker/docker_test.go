@@ -139,6 +139,17 @@ func TestDocker(t *testing.T) {
 		require.Empty(t, left, "containers left behind")
 	})
 
+	t.Run("Conformance", func(t *testing.T) {
+		t.Parallel()
+		provisiontest.Conformance(t, provisiontest.Backend{
+			New: func(t *testing.T) provision.Provisioner { return s.prov(t, 5*time.Second) },
+			Spec: func(t *testing.T, ws string, env map[string]string, args ...string) provision.Spec {
+				return provision.Spec{OrgID: "org1", WorkspaceID: ws, Generation: 1, Image: s.image,
+					Command: append([]string{"/box"}, args...), Env: env}
+			},
+		})
+	})
+
 	t.Run("NodeIsTheEngine", func(t *testing.T) {
 		t.Parallel()
 		p := s.prov(t, 5*time.Second)
