@@ -21,6 +21,7 @@ type kubeFlags struct {
 	kubeconfig string
 	namespace  string
 	instance   string
+	agentImage string
 }
 
 // inClusterNamespaceFile is where a pod finds its own namespace.
@@ -29,6 +30,7 @@ const inClusterNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/na
 func (k *kubeFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&k.kubeconfig, "kubeconfig", os.Getenv("ORGPLANE_KUBECONFIG"), "kubeconfig file of the cluster that runs kubernetes boxes; in a pod the in-cluster config is used without it; neither: the kubernetes runtime is off (env ORGPLANE_KUBECONFIG)")
 	f.StringVar(&k.namespace, "kube-namespace", os.Getenv("ORGPLANE_KUBE_NAMESPACE"), "namespace of the kubernetes boxes' pods; default: the kubeconfig context's, or the pod's own (env ORGPLANE_KUBE_NAMESPACE)")
+	f.StringVar(&k.agentImage, "kube-agent-image", os.Getenv("ORGPLANE_KUBE_AGENT_IMAGE"), "image of a kubernetes box whose spec names none: the orgplane image, whose default command is the reference agent (env ORGPLANE_KUBE_AGENT_IMAGE)")
 	f.StringVar(&k.instance, "kube-instance", envOr("ORGPLANE_KUBE_INSTANCE", "orgplane"), "label value naming this install on its pods; every replica of one install uses the same (env ORGPLANE_KUBE_INSTANCE)")
 }
 
@@ -78,5 +80,6 @@ func (k *kubeFlags) apply(cfg *server.Config) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	cfg.Kube = &server.KubeConfig{Client: c, Namespace: ns, Instance: k.instance}
+	cfg.Runtime.KubeAgentImage = k.agentImage
 	return nil
 }

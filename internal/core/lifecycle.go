@@ -134,7 +134,7 @@ func (s *Service) boxSpec(w store.Workspace, env map[string]string, fp, token, m
 		maps.Copy(sp.Env, ds.Env)
 		sp.Image, sp.Command, sp.User = ds.Image, ds.Command, ds.User
 	case RuntimeKubernetes:
-		if err := kubeBoxSpec(w, &sp); err != nil {
+		if err := kubeBoxSpec(w, &sp, s.cfg.KubeAgentImage); err != nil {
 			return sp, err
 		}
 	default:

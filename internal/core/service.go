@@ -88,6 +88,10 @@ type RuntimeConfig struct {
 	// them (default DefaultMaxBoxEnvBytes): a secret write or spec after
 	// which a box could not be started is refused.
 	MaxBoxEnvBytes int
+	// KubeAgentImage is the image of a kubernetes box whose spec names
+	// none: the orgplane image, whose default command runs the reference
+	// agent ("" : a kubernetes spec must name its image).
+	KubeAgentImage string
 	// SweepInterval is how often approvals and requests past their expiry
 	// are expired, and approved actions left unexecuted are executed
 	// (default 5s).

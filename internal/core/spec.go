@@ -161,6 +161,13 @@ func (s *Service) checkSpec(ctx context.Context, tx store.Store, orgID, wsID, ru
 	if runtime == RuntimeExternal {
 		return spec, nil
 	}
+	if runtime == RuntimeKubernetes && s.cfg.KubeAgentImage == "" {
+		var img struct{ Image string }
+		_ = json.Unmarshal([]byte(spec), &img)
+		if img.Image == "" {
+			return "", Invalid("invalid_spec", "spec.image is required for runtime kubernetes: this control plane has no default agent image (--kube-agent-image)")
+		}
+	}
 	if creating && s.provs[runtime] == nil {
 		return "", Refused("runtime_unavailable", "runtime %q is not enabled on this control plane", runtime)
 	}

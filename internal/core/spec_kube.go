@@ -2,6 +2,7 @@ package core
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -34,13 +35,29 @@ func checkKubeSpec(raw json.RawMessage, sp *kubespec.Spec) error {
 // kubeBoxSpec fills in what a kubernetes box runs: the image and command,
 // the spec's env (under the effective env, as for the other runtimes), and
 // the whole spec for what only the kubernetes provisioner reads.
-func kubeBoxSpec(w store.Workspace, sp *provision.Spec) error {
+// A spec without an image runs the control plane's agent image (the
+// orgplane image, whose default command is the reference agent).
+func kubeBoxSpec(w store.Workspace, sp *provision.Spec, agentImage string) error {
 	var ks kubespec.Spec
 	if err := json.Unmarshal([]byte(w.Spec), &ks); err != nil {
 		return fmt.Errorf("decode spec: %w", err)
 	}
 	maps.Copy(sp.Env, ks.Env)
 	sp.Image, sp.Command = ks.Image, ks.Command
+	if sp.Image == "" {
+		if agentImage == "" {
+			return errors.New("the spec names no image and this control plane has no agent image (--kube-agent-image)")
+		}
+		sp.Image = agentImage
+		// The provisioner reads the image from the runtime spec too.
+		ks.Image = agentImage
+		b, err := json.Marshal(ks)
+		if err != nil {
+			return err
+		}
+		sp.RuntimeSpec = b
+		return nil
+	}
 	sp.RuntimeSpec = json.RawMessage(w.Spec)
 	return nil
 }

@@ -15,6 +15,9 @@ func TestKubeSpecRules(t *testing.T) {
 		`{"image":"x","service_account":"agent-sa","node_selector":{"kubernetes.io/os":"linux","pool":"agents"}}`,
 		`{"image":"x","tolerations":[{"key":"dedicated","operator":"Equal","value":"agents","effect":"NoSchedule"},{"operator":"Exists"},{"key":"k","operator":"Exists","effect":"NoExecute","toleration_seconds":30}]}`,
 		`{"image":"x","image_pull_secrets":["regcred","other"]}`,
+		// No image: the control plane's agent image, when it has one
+		// (checkSpec refuses it otherwise; see TestKubeAgentImage).
+		`{}`,
 	}
 	for _, s := range ok {
 		out, err := normalizeSpec(RuntimeKubernetes, json.RawMessage(s))
@@ -27,7 +30,6 @@ func TestKubeSpecRules(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		"no image":               `{}`,
 		"unknown field":          `{"image":"x","privileged":true}`,
 		"case of a field":        `{"Image":"x"}`,
 		"case of a nested field": `{"image":"x","resources":{"Limits":{"cpu":"1"}}}`,

@@ -70,9 +70,8 @@ const maxArg = 64 << 10
 // Command and env are checked by the service's rules shared with the
 // other runtimes.
 func (s *Spec) Validate() error {
-	if s.Image == "" {
-		return errors.New("spec.image is required for runtime kubernetes")
-	}
+	// An empty image is the control plane's agent image (its
+	// --kube-agent-image): the service decides whether there is one.
 	if strings.IndexByte(s.Image, 0) >= 0 || strings.TrimSpace(s.Image) != s.Image || len(s.Image) > 1024 ||
 		strings.ContainsAny(s.Image, " \t\r\n") {
 		return errors.New("spec.image must be an image reference (no spaces or NUL, at most 1024 bytes)")
