@@ -175,21 +175,7 @@ func BenchmarkPlanGlobalChange(b *testing.B) {
 				svc := core.New(st, core.Options{Keys: kr}) // no Start: nothing executes
 				org, err := svc.CreateOrg(context.Background(), "acme")
 				require.NoError(b, err)
-				now := time.Now().UTC()
-				for start := 0; start < n; start += 1000 {
-					err := st.InTx(context.Background(), func(tx store.Store) error {
-						for j := start; j < start+1000 && j < n; j++ {
-							w := store.Workspace{ID: ids.New("w"), OrgID: org.Org.ID, ParentID: org.Platform.ID,
-								Name: fmt.Sprintf("w%06d", j), Kind: store.KindWorkspace, Runtime: "process", Spec: "{}",
-								Status: "running", RestartPolicy: "auto", Generation: 1, CreatedAt: now, UpdatedAt: now}
-							if err := tx.InsertWorkspace(context.Background(), w); err != nil {
-								return err
-							}
-						}
-						return nil
-					})
-					require.NoError(b, err)
-				}
+				insertWorkspaces(b, st, org, n)
 				raw := rawDB(b, engine, url)
 				ctx := auth.WithPrincipal(context.Background(), auth.Principal{Kind: auth.KindAdmin, OrgID: org.Org.ID, TokenID: org.Token.ID})
 				b.ResetTimer()
