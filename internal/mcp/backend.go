@@ -57,11 +57,7 @@ type Backend interface {
 }
 
 // ListFilter selects approvals or requests to list.
-type ListFilter struct {
-	State  string
-	Before string
-	Limit  int
-}
+type ListFilter = client.ListFilter
 
 // Error is a refusal or failure as the API reports it: its status, its
 // stable code and a message that never holds a secret value.

@@ -31,6 +31,23 @@ const waitChunk = 20 * time.Second
 
 func esc(s string) string { return url.PathEscape(s) }
 
+// remote maps the API client's errors to the backend's: a held write is
+// Gated, a refusal an Error with the API's status and code, anything else
+// (the server unreachable, an answer that does not decode) a 502.
+func remote(err error) error {
+	var g *client.ApprovalRequiredError
+	var ce *client.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &g):
+		return &Gated{Approval: g.Approval}
+	case errors.As(err, &ce):
+		return &Error{Status: ce.Status, Code: ce.Code, Message: ce.Message}
+	}
+	return &Error{Status: http.StatusBadGateway, Code: "unreachable", Message: err.Error()}
+}
+
 // call sends one request and decodes a done answer into out. A 202 that
 // holds an approval is a gated call.
 func (b *RemoteBackend) call(ctx context.Context, method, path string, in, out any) error {
@@ -60,57 +77,48 @@ func (b *RemoteBackend) call(ctx context.Context, method, path string, in, out a
 }
 
 func (b *RemoteBackend) Whoami(ctx context.Context) (client.Principal, error) {
-	var w client.Whoami
-	err := b.call(ctx, http.MethodGet, "/v1/whoami", nil, &w)
-	return w.Principal, err
+	p, err := b.c.Whoami(ctx)
+	return p, remote(err)
 }
 
 func (b *RemoteBackend) ListWorkspaces(ctx context.Context) ([]client.Workspace, error) {
-	var out []client.Workspace
-	err := b.call(ctx, http.MethodGet, "/v1/workspaces", nil, &out)
-	return out, err
+	out, err := b.c.ListWorkspaces(ctx)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) GetWorkspace(ctx context.Context, id string) (client.Workspace, error) {
-	var out client.Workspace
-	err := b.call(ctx, http.MethodGet, "/v1/workspaces/"+esc(id), nil, &out)
-	return out, err
+	out, err := b.c.GetWorkspace(ctx, id)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) CreateWorkspace(ctx context.Context, in client.CreateWorkspace) (client.Workspace, error) {
-	var out client.Workspace
-	err := b.call(ctx, http.MethodPost, "/v1/workspaces", in, &out)
-	return out, err
+	out, err := b.c.CreateWorkspace(ctx, in)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) UpdateWorkspace(ctx context.Context, id string, in client.PatchWorkspace) (client.Workspace, error) {
-	var out client.Workspace
-	err := b.call(ctx, http.MethodPatch, "/v1/workspaces/"+esc(id), in, &out)
-	return out, err
+	out, err := b.c.PatchWorkspace(ctx, id, in)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) DeleteWorkspace(ctx context.Context, id string, cascade bool) (client.DeleteWorkspaceResult, error) {
-	var out client.DeleteWorkspaceResult
-	err := b.call(ctx, http.MethodDelete, "/v1/workspaces/"+esc(id)+"?cascade="+strconv.FormatBool(cascade), nil, &out)
-	return out, err
+	out, err := b.c.DeleteWorkspace(ctx, id, cascade)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) RestartWorkspace(ctx context.Context, id, reason string) (client.RestartJob, error) {
-	var out client.RestartAccepted
-	err := b.call(ctx, http.MethodPost, "/v1/workspaces/"+esc(id)+"/restart", client.RestartRequest{Reason: reason}, &out)
-	return out.Job, err
+	out, err := b.c.RestartWorkspace(ctx, id, reason)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) PauseWorkspace(ctx context.Context, id string) (client.Workspace, error) {
-	var out client.Workspace
-	err := b.call(ctx, http.MethodPost, "/v1/workspaces/"+esc(id)+"/pause", nil, &out)
-	return out, err
+	out, err := b.c.PauseWorkspace(ctx, id)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) ResumeWorkspace(ctx context.Context, id string) (client.Workspace, error) {
-	var out client.Workspace
-	err := b.call(ctx, http.MethodPost, "/v1/workspaces/"+esc(id)+"/resume", nil, &out)
-	return out, err
+	out, err := b.c.ResumeWorkspace(ctx, id)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) ListRestarts(ctx context.Context, workspaceID string, limit int) ([]client.RestartJob, error) {
@@ -126,94 +134,44 @@ func (b *RemoteBackend) ListRestarts(ctx context.Context, workspaceID string, li
 	return out, err
 }
 
-func secretsPath(workspaceID string) string {
-	if workspaceID == "" {
-		return "/v1/secrets"
-	}
-	return "/v1/workspaces/" + esc(workspaceID) + "/secrets"
-}
-
-func secretPath(workspaceID, key string, dryRun bool) string {
-	p := secretsPath(workspaceID) + "/" + esc(key)
-	if dryRun {
-		p += "?dry_run=true"
-	}
-	return p
-}
-
 func (b *RemoteBackend) ListSecrets(ctx context.Context, workspaceID string) ([]client.SecretMeta, error) {
-	var out []client.SecretMeta
-	err := b.call(ctx, http.MethodGet, secretsPath(workspaceID), nil, &out)
-	return out, err
+	out, err := b.c.ListSecrets(ctx, workspaceID)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) SetSecret(ctx context.Context, workspaceID, key, value string, dryRun bool) (client.SecretWrite, error) {
-	var out client.SecretWrite
-	err := b.call(ctx, http.MethodPut, secretPath(workspaceID, key, dryRun), client.SetSecret{Value: value}, &out)
-	return out, err
+	out, err := b.c.SetSecret(ctx, workspaceID, key, value, dryRun)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) DeleteSecret(ctx context.Context, workspaceID, key string, dryRun bool) (client.SecretWrite, error) {
-	var out client.SecretWrite
-	err := b.call(ctx, http.MethodDelete, secretPath(workspaceID, key, dryRun), nil, &out)
-	return out, err
+	out, err := b.c.DeleteSecret(ctx, workspaceID, key, dryRun)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) ListAudit(ctx context.Context, workspaceID string, limit int, before int64) (client.AuditPage, error) {
-	q := url.Values{}
-	if workspaceID != "" {
-		q.Set("workspace_id", workspaceID)
-	}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
-	}
-	if before > 0 {
-		q.Set("before", strconv.FormatInt(before, 10))
-	}
-	var out client.AuditPage
-	err := b.call(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &out)
-	return out, err
-}
-
-func listQuery(f ListFilter) string {
-	q := url.Values{}
-	if f.State != "" {
-		q.Set("state", f.State)
-	}
-	if f.Before != "" {
-		q.Set("before", f.Before)
-	}
-	if f.Limit != 0 {
-		q.Set("limit", strconv.Itoa(f.Limit))
-	}
-	if len(q) == 0 {
-		return ""
-	}
-	return "?" + q.Encode()
+	out, err := b.c.ListAudit(ctx, workspaceID, limit, before)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) ListApprovals(ctx context.Context, f ListFilter) ([]client.Approval, error) {
-	var out []client.Approval
-	err := b.call(ctx, http.MethodGet, "/v1/approvals"+listQuery(f), nil, &out)
-	return out, err
+	out, err := b.c.ListApprovals(ctx, f)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) GetApproval(ctx context.Context, id string) (client.Approval, error) {
-	var out client.Approval
-	err := b.call(ctx, http.MethodGet, "/v1/approvals/"+esc(id), nil, &out)
-	return out, err
+	out, err := b.c.GetApproval(ctx, id)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) CreateApproval(ctx context.Context, in client.CreateApproval) (client.Approval, error) {
-	var out client.Approval
-	err := b.call(ctx, http.MethodPost, "/v1/approvals", in, &out)
-	return out, err
+	out, err := b.c.CreateApproval(ctx, in)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) CancelApproval(ctx context.Context, id string) (client.Approval, error) {
-	var out client.Approval
-	err := b.call(ctx, http.MethodPost, "/v1/approvals/"+esc(id)+"/cancel", nil, &out)
-	return out, err
+	out, err := b.c.CancelApproval(ctx, id)
+	return out, remote(err)
 }
 
 // wait long-polls path in chunks of at most waitChunk until done, timeout
@@ -261,27 +219,23 @@ func (b *RemoteBackend) WaitApproval(ctx context.Context, id string, timeout tim
 }
 
 func (b *RemoteBackend) ListRequests(ctx context.Context, f ListFilter) ([]client.Request, error) {
-	var out []client.Request
-	err := b.call(ctx, http.MethodGet, "/v1/requests"+listQuery(f), nil, &out)
-	return out, err
+	out, err := b.c.ListRequests(ctx, f)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) GetRequest(ctx context.Context, id string) (client.Request, error) {
-	var out client.Request
-	err := b.call(ctx, http.MethodGet, "/v1/requests/"+esc(id), nil, &out)
-	return out, err
+	out, err := b.c.GetRequest(ctx, id)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) CreateRequest(ctx context.Context, in client.CreateRequest) (client.Request, error) {
-	var out client.Request
-	err := b.call(ctx, http.MethodPost, "/v1/requests", in, &out)
-	return out, err
+	out, err := b.c.CreateRequest(ctx, in)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) CancelRequest(ctx context.Context, id string) (client.Request, error) {
-	var out client.Request
-	err := b.call(ctx, http.MethodPost, "/v1/requests/"+esc(id)+"/cancel", nil, &out)
-	return out, err
+	out, err := b.c.CancelRequest(ctx, id)
+	return out, remote(err)
 }
 
 func (b *RemoteBackend) WaitRequest(ctx context.Context, id string, timeout time.Duration, progress func(string)) (client.WaitedRequest, error) {

@@ -171,7 +171,7 @@ func (b ServiceBackend) ListAudit(ctx context.Context, workspaceID string, limit
 }
 
 func (b ServiceBackend) ListApprovals(ctx context.Context, f ListFilter) ([]client.Approval, error) {
-	list, err := b.Svc.ListApprovals(ctx, core.ApprovalFilter(f))
+	list, err := b.Svc.ListApprovals(ctx, core.ApprovalFilter{State: f.State, Before: f.Before, Limit: f.Limit})
 	if err != nil {
 		return nil, b.fail(ctx, err)
 	}
@@ -220,7 +220,7 @@ func (b ServiceBackend) WaitApproval(ctx context.Context, id string, timeout tim
 }
 
 func (b ServiceBackend) ListRequests(ctx context.Context, f ListFilter) ([]client.Request, error) {
-	list, err := b.Svc.ListRequests(ctx, core.ApprovalFilter(f))
+	list, err := b.Svc.ListRequests(ctx, core.ApprovalFilter{State: f.State, Before: f.Before, Limit: f.Limit})
 	if err != nil {
 		return nil, b.fail(ctx, err)
 	}
