@@ -387,6 +387,22 @@ func (s *Service) ListApprovals(ctx context.Context, f ApprovalFilter) ([]Approv
 	return out, nil
 }
 
+// PendingCounts counts the pending approvals and requests the caller sees
+// (the inboxes' counts), without reading them.
+func (s *Service) PendingCounts(ctx context.Context) (approvals, requests int, err error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	ws := ""
+	if !p.CanReadOrg() {
+		if ws = p.CallerWorkspace(); ws == "" {
+			return 0, 0, Forbidden("counting approvals requires a person, an admin token or a workspace's token")
+		}
+	}
+	return s.store.CountPending(ctx, p.OrgID, ws)
+}
+
 // GetApproval shows one approval. A pending one with an action also shows
 // its plan recomputed now (the one at request time is kept beside it). A
 // credential the execution made for the requester is handed to the

@@ -775,3 +775,27 @@ func TestApprovalsFromSessions(t *testing.T) {
 	require.Equal(t, "requester_revoked", got.Error.Code)
 	require.Equal(t, 1, restartJobs(t, f.e.Admin, f.ws.ID))
 }
+
+// The inboxes' counts: what the caller sees, pending only.
+func TestPendingCounts(t *testing.T) {
+	t.Parallel()
+	f := newAPFixture(t, false)
+	as := func(tok string) context.Context {
+		p, err := f.e.Service.Authenticate(context.Background(), tok)
+		require.NoError(t, err)
+		return auth.WithPrincipal(context.Background(), p)
+	}
+	f.ask(t, f.wsToken, map[string]any{"title": "one"})
+	done := f.ask(t, f.wsToken, map[string]any{"title": "two"})
+	f.ask(t, f.mgmt, map[string]any{"title": "three"})
+	r := f.do(t, f.wsToken, "POST", "/v1/approvals/"+done.ID+"/cancel", nil)
+	require.Equal(t, 200, r.Status, "%s", r)
+	r = f.do(t, f.wsToken, "POST", "/v1/requests", map[string]any{"title": "q", "ask": "text"})
+	require.Equal(t, 201, r.Status, "%s", r)
+	a, rq, err := f.e.Service.PendingCounts(as(f.viewer))
+	require.NoError(t, err)
+	require.Equal(t, [2]int{2, 1}, [2]int{a, rq}, "a person sees the org's")
+	a, rq, err = f.e.Service.PendingCounts(as(f.wsToken))
+	require.NoError(t, err)
+	require.Equal(t, [2]int{1, 1}, [2]int{a, rq}, "a workspace sees its own")
+}

@@ -357,3 +357,23 @@ func (s *sqlStore) CountSealedByKeyID(ctx context.Context, keyID string) (int64,
 	}
 	return n, nil
 }
+
+// CountPending counts an org's pending approvals and requests (of one
+// requester workspace when workspaceID is set): the inboxes' counts.
+func (s *sqlStore) CountPending(ctx context.Context, orgID, workspaceID string) (approvals, requests int, err error) {
+	for _, c := range []struct {
+		table string
+		n     *int
+	}{{"approvals", &approvals}, {"requests", &requests}} {
+		q := `SELECT COUNT(*) FROM ` + c.table + ` WHERE org_id = $1 AND state = 'pending'`
+		args := []any{orgID}
+		if workspaceID != "" {
+			q += ` AND requester_workspace_id = $2`
+			args = append(args, workspaceID)
+		}
+		if err := s.r.QueryRowContext(ctx, q, args...).Scan(c.n); err != nil {
+			return 0, 0, fmt.Errorf("count pending %s: %w", c.table, mapErr(err))
+		}
+	}
+	return approvals, requests, nil
+}

@@ -203,6 +203,7 @@ type Store interface {
 	UpdateRequest(ctx context.Context, r Request, from string) error
 	ListRequests(ctx context.Context, orgID string, f ListFilter) ([]Request, error)
 	ListDueRequests(ctx context.Context, now time.Time, limit int) ([]Request, error)
+	CountPending(ctx context.Context, orgID, workspaceID string) (approvals, requests int, err error)
 	// Canvas sign-in (sessions.go). GetLoginLink and GetSession are not
 	// org-scoped: sign-in and authentication look them up by id.
 	InsertLoginLink(ctx context.Context, l LoginLink) error

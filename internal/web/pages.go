@@ -44,11 +44,8 @@ func (c *Canvas) chrome(r *http.Request, v *View) {
 	if ps, err := c.svc.PlatformState(ctx); err == nil {
 		v.Platform = &ps
 	}
-	if list, err := c.svc.ListApprovals(ctx, core.ApprovalFilter{State: "pending", Limit: 1000}); err == nil {
-		v.PendingApprovals = len(list)
-	}
-	if list, err := c.svc.ListRequests(ctx, core.ApprovalFilter{State: "pending", Limit: 1000}); err == nil {
-		v.PendingRequests = len(list)
+	if a, rq, err := c.svc.PendingCounts(ctx); err == nil {
+		v.PendingApprovals, v.PendingRequests = a, rq
 	}
 }
 
@@ -189,6 +186,10 @@ type ApprovalsData struct {
 	Tokens  map[string]string
 }
 
+// maxReplanned bounds the pending approvals whose plan a page load
+// recomputes.
+const maxReplanned = 10
+
 func (c *Canvas) approvalsPage(r *http.Request, v *View) error {
 	ctx := r.Context()
 	v.Title = "Approvals"
@@ -199,9 +200,13 @@ func (c *Canvas) approvalsPage(r *http.Request, v *View) error {
 	d := &ApprovalsData{Names: c.workspaceNames(r), People: c.peopleNames(r), Tokens: c.tokenNames(r)}
 	for _, a := range all {
 		if a.State == "pending" {
-			// The one-approval view recomputes the plan as of now.
-			if full, err := c.svc.GetApproval(ctx, a.ID); err == nil {
-				a = full
+			// The one-approval view recomputes the plan as of now: a
+			// rolled-back run of the action each, so only for the newest
+			// few; the others show their plan at request time.
+			if len(d.Pending) < maxReplanned {
+				if full, err := c.svc.GetApproval(ctx, a.ID); err == nil {
+					a = full
+				}
 			}
 			d.Pending = append(d.Pending, a)
 		} else {
