@@ -113,3 +113,31 @@ func BenchmarkListWorkspaces10k(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed())/float64(b.N)/1e6, "ms/list")
 	})
 }
+
+// BenchmarkGetWorkspace reads one workspace by id, outside and inside a
+// transaction: the most frequent query (heartbeats, watchers, jobs).
+func BenchmarkGetWorkspace(b *testing.B) {
+	engines(b, func(b *testing.B, fresh func() store.Store) {
+		ctx := context.Background()
+		s := fresh()
+		o, p := benchOrg(b, s)
+		b.Run("read", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := s.GetWorkspace(ctx, o.ID, p.ID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("in-tx", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				err := s.InTx(ctx, func(tx store.Store) error {
+					_, err := tx.GetWorkspaceForUpdate(ctx, o.ID, p.ID)
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
