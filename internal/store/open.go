@@ -79,13 +79,18 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	rdb.SetMaxOpenConns(8)
+	// Keep the readers open: each holds its own prepared statements, and
+	// opening one costs more than the query it would serve.
+	rdb.SetMaxIdleConns(8)
 	fi, err := os.Stat(path)
 	if err != nil {
 		wdb.Close()
 		rdb.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &sqlStore{dialect: SQLite, db: wdb, rdb: rdb, w: wdb, r: rdb, path: path, file: fi}
+	s := &sqlStore{dialect: SQLite, db: wdb, rdb: rdb, path: path, file: fi,
+		wc: newStmtCache(wdb), rc: newStmtCache(rdb)}
+	s.w, s.r = cachedDB{db: wdb, cache: s.wc}, cachedDB{db: rdb, cache: s.rc}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

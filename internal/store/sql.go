@@ -30,10 +30,13 @@ type sqlStore struct {
 	db      *sql.DB // writes (SQLite: the one writer connection)
 	rdb     *sql.DB // SQLite read pool; nil on Postgres
 	w, r    querier // where this Store writes and reads (a tx inside InTx)
-	inTx    bool
-	conn    *sql.Conn   // the connection of the transaction (Postgres, inside InTx)
-	path    string      // SQLite: the database file
-	file    os.FileInfo // SQLite: that file as opened
+	// wc, rc: the prepared statements of db and rdb (SQLite; nil on
+	// Postgres, whose driver caches them per connection itself).
+	wc, rc *stmtCache
+	inTx   bool
+	conn   *sql.Conn   // the connection of the transaction (Postgres, inside InTx)
+	path   string      // SQLite: the database file
+	file   os.FileInfo // SQLite: that file as opened
 }
 
 func (s *sqlStore) Dialect() string { return s.dialect }
@@ -41,6 +44,12 @@ func (s *sqlStore) Dialect() string { return s.dialect }
 func (s *sqlStore) Close() error {
 	if s.inTx {
 		return errors.New("close store: inside a transaction")
+	}
+	if s.wc != nil {
+		s.wc.close()
+	}
+	if s.rc != nil {
+		s.rc.close()
 	}
 	err := s.db.Close()
 	if s.rdb != nil {
@@ -115,6 +124,17 @@ func retryable(err error) bool {
 }
 
 func (s *sqlStore) inTxOnce(ctx context.Context, fn func(Store) error) error {
+	var missed missedQueries
+	err := s.runTx(ctx, &missed, fn)
+	if s.wc != nil {
+		// The writer connection is free again: prepare what the
+		// transaction ran unprepared, once, for the next ones.
+		missed.prepare(ctx, s.wc)
+	}
+	return err
+}
+
+func (s *sqlStore) runTx(ctx context.Context, missed *missedQueries, fn func(Store) error) error {
 	// The transaction runs on a connection we hold, so that Postgres bulk
 	// writes can use COPY on it (conn.Raw) inside the transaction.
 	conn, err := s.db.Conn(ctx)
@@ -131,6 +151,12 @@ func (s *sqlStore) inTxOnce(ctx context.Context, fn func(Store) error) error {
 	// Commit this is a no-op.
 	defer tx.Rollback() //nolint:errcheck
 	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true, conn: conn}
+	if s.wc != nil {
+		// On SQLite the transaction's reads run on the writer connection
+		// too, so both go through the writer's statements.
+		q := cachedTx{tx: tx, cache: s.wc, missed: missed}
+		txs.w, txs.r = q, q
+	}
 	if err := fn(txs); err != nil {
 		_ = tx.Rollback()
 		return err
