@@ -21,7 +21,7 @@ func engines(b *testing.B, fn func(b *testing.B, fresh func() store.Store)) {
 	b.Run("postgres", func(b *testing.B) { fn(b, func() store.Store { return open(b, pgURL(b)) }) })
 }
 
-func benchOrg(b *testing.B, s store.Store) (store.Org, store.Workspace) {
+func benchOrg(b testing.TB, s store.Store) (store.Org, store.Workspace) {
 	b.Helper()
 	ctx := context.Background()
 	now := time.Now()

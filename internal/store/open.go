@@ -106,7 +106,7 @@ func openPostgres(ctx context.Context, dsn string) (Store, error) {
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := &sqlStore{dialect: Postgres, db: db, w: db, r: db}
+	s := &sqlStore{dialect: Postgres, db: db, w: db, r: db, dsn: dsn}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -35,6 +35,7 @@ type sqlStore struct {
 	wc, rc *stmtCache
 	inTx   bool
 	conn   *sql.Conn   // the connection of the transaction (Postgres, inside InTx)
+	dsn    string      // Postgres: where to connect (a listener's own connection)
 	path   string      // SQLite: the database file
 	file   os.FileInfo // SQLite: that file as opened
 }
@@ -150,7 +151,7 @@ func (s *sqlStore) runTx(ctx context.Context, missed *missedQueries, fn func(Sto
 	// SQLite it would hold the only writer connection for good. After
 	// Commit this is a no-op.
 	defer tx.Rollback() //nolint:errcheck
-	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true, conn: conn}
+	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true, conn: conn, dsn: s.dsn}
 	if s.wc != nil {
 		// On SQLite the transaction's reads run on the writer connection
 		// too, so both go through the writer's statements.
