@@ -2,6 +2,7 @@ package core
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,8 @@ type Event struct {
 type Bus struct {
 	mu   sync.Mutex
 	subs map[chan Event]string // channel -> org id
+	// forward sends events to the other replicas (Postgres).
+	forward atomic.Pointer[func(Event)]
 }
 
 // NewBus returns an empty bus.
@@ -44,11 +47,29 @@ func (b *Bus) Subscribe(orgID string) (<-chan Event, func()) {
 	}
 }
 
-// Publish sends ev to the org's subscribers without blocking.
+// Publish sends ev to the org's subscribers without blocking, and to the
+// other replicas' through the forwarder, if one is set.
 func (b *Bus) Publish(ev Event) {
 	if ev.At.IsZero() {
 		ev.At = time.Now().UTC()
 	}
+	b.deliver(ev)
+	if f := b.forward.Load(); f != nil {
+		(*f)(ev)
+	}
+}
+
+// setForward makes Publish hand every event to f as well (nil: no more).
+func (b *Bus) setForward(f func(Event)) {
+	if f == nil {
+		b.forward.Store(nil)
+		return
+	}
+	b.forward.Store(&f)
+}
+
+// deliver sends ev to this replica's subscribers of its org.
+func (b *Bus) deliver(ev Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for ch, org := range b.subs {

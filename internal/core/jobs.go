@@ -49,6 +49,19 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.reconcile(ctx); err != nil {
 		return fmt.Errorf("adopt boxes: %w", err)
 	}
+	if s.notifier != nil {
+		s.fwd = make(chan Event, 1024)
+		s.events.setForward(s.queueForward)
+		s.bg.Add(2)
+		go func() {
+			defer s.bg.Done()
+			s.listen(s.bgCtx)
+		}()
+		go func() {
+			defer s.bg.Done()
+			s.forwardEvents(s.bgCtx)
+		}()
+	}
 	for i := 0; i < s.cfg.MaxConcurrentRestarts; i++ {
 		s.bg.Add(1)
 		go func() {
@@ -84,6 +97,7 @@ func (s *Service) Start(ctx context.Context) error {
 // restart neither kills nor duplicates them.
 func (s *Service) Close() {
 	s.stop()
+	s.events.setForward(nil)
 	s.bg.Wait()
 	// Hand the boxes over at once: the leases end now rather than lapse.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -123,6 +137,7 @@ func (s *Service) worker(ctx context.Context) {
 				}
 				break
 			}
+			s.kick() // there may be more: another idle worker looks too
 			s.execute(ctx, j)
 		}
 		select {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -365,30 +366,79 @@ func (s *Service) unwatch(wsID string, gen int64) {
 	s.mu.Unlock()
 }
 
-// nudge tells the watcher of a workspace that a heartbeat came.
+// nudge tells the watcher of a workspace that its workspace changed (a
+// heartbeat made it running; another replica wrote its status or
+// generation): it reads the store again now rather than at its next check.
 func (s *Service) nudge(wsID string) {
 	s.mu.Lock()
 	bw := s.watches[wsID]
 	s.mu.Unlock()
 	if bw != nil {
-		select {
-		case bw.beat <- struct{}{}:
-		default:
-		}
+		bw.nudge()
 	}
+}
+
+func (w *boxWatch) nudge() {
+	select {
+	case w.beat <- struct{}{}:
+	default:
+	}
+}
+
+// nudgeAll makes every watcher read the store again: after notifications
+// may have been lost (the listener reconnected), or when the safety checks
+// change pace.
+func (s *Service) nudgeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, bw := range s.watches {
+		bw.nudge()
+	}
+}
+
+// recheckEvery is how long a watcher waits before it reads the store
+// without being told to: a safety net when every change wakes it (a third
+// of the heartbeat timeout, jittered so that watchers spread out), and the
+// old one-second poll while another replica's changes cannot reach it (the
+// store's notifications are down).
+func (s *Service) recheckEvery() time.Duration {
+	if !s.signalled() {
+		return time.Second
+	}
+	d := s.cfg.HeartbeatTimeout / 3
+	return d*3/4 + rand.N(d/2+1)
 }
 
 // follow is a box's watcher: it waits for health until the provision
 // deadline, then for the box's end. Every way a box fails ends in status
 // failed with a reason, an audit entry and a metric.
+//
+// It reads the workspace when told something changed (nudge), when its
+// heartbeat deadline comes, and otherwise only now and then (recheckEvery).
 func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, started time.Time) {
 	prov := s.provs[w.Runtime]
 	var exited <-chan provision.State
 	if wt, ok := prov.(provision.Waiter); ok {
 		exited = wt.Wait(ctx, bw.handle)
 	}
-	poll := time.NewTicker(time.Second)
-	defer poll.Stop()
+	// The backend's word on the box's end comes through exited; without
+	// it, the box is inspected every second.
+	var inspect <-chan time.Time
+	pollInspect := func() {
+		t := time.NewTicker(time.Second)
+		context.AfterFunc(ctx, t.Stop)
+		inspect = t.C
+	}
+	if exited == nil && prov != nil {
+		pollInspect()
+	}
+	recheck := time.NewTimer(s.recheckEvery())
+	defer recheck.Stop()
+	// beatDue fires when a healthy agent box's heartbeat is due at the
+	// latest: it is degraded if none came by then.
+	beatDue := time.NewTimer(time.Hour)
+	beatDue.Stop()
+	defer beatDue.Stop()
 	deadline := time.NewTimer(s.cfg.ProvisionTimeout - s.clock.Now().Sub(started))
 	defer deadline.Stop()
 	var ready <-chan time.Time
@@ -401,9 +451,14 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 	if healthy {
 		bw.resolve(nil)
 	}
+	// A box adopted after a control-plane restart may have been silent
+	// only because nobody listened: it is not degraded before it had a
+	// moment to heartbeat (what the first one-second poll used to give).
+	grace := s.clock.Now().Add(time.Second)
 	// checkDB follows what heartbeats (perhaps on another replica) and
 	// others wrote; it reports false when this box is no longer current.
 	checkDB := func() bool {
+		recheck.Reset(s.recheckEvery())
 		cur, err := s.store.GetWorkspace(ctx, w.OrgID, w.ID)
 		if err != nil {
 			return true // the store may be back soon; keep watching
@@ -412,22 +467,35 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 			bw.resolve(errors.New("superseded by a newer box"))
 			return false
 		}
+		now := s.clock.Now()
 		switch {
 		case !healthy && cur.Status == StatusRunning:
 			healthy = true
-			s.metrics.ProvisionLatency.WithLabelValues(w.Runtime).Observe(s.clock.Now().Sub(started).Seconds())
+			s.metrics.ProvisionLatency.WithLabelValues(w.Runtime).Observe(now.Sub(started).Seconds())
 			s.metrics.Provisions.WithLabelValues(w.Runtime, "healthy").Inc()
 			bw.resolve(nil)
-		case healthy && isAgentBox(w) && cur.Status == StatusRunning && !cur.HeartbeatAt.IsZero() &&
-			s.clock.Now().Sub(cur.HeartbeatAt) > s.cfg.HeartbeatTimeout:
-			s.setStatus(w.OrgID, w.ID, bw.gen, StatusRunning, StatusDegraded,
-				fmt.Sprintf("no heartbeat for %s", s.clock.Now().Sub(cur.HeartbeatAt).Truncate(time.Second)))
 		case !hasBox(cur.Status):
 			// Stopped, paused, failed or removed by someone else.
 			bw.resolve(fmt.Errorf("workspace is %s", cur.Status))
 			return cur.Status != StatusFailed
 		}
+		if healthy && isAgentBox(w) && cur.Status == StatusRunning && !cur.HeartbeatAt.IsZero() {
+			due := cur.HeartbeatAt.Add(s.cfg.HeartbeatTimeout)
+			if now.Sub(cur.HeartbeatAt) > s.cfg.HeartbeatTimeout && !now.Before(grace) {
+				s.setStatus(w.OrgID, w.ID, bw.gen, StatusRunning, StatusDegraded,
+					fmt.Sprintf("no heartbeat for %s", now.Sub(cur.HeartbeatAt).Truncate(time.Second)))
+				return true
+			}
+			// Read again just after the deadline: a heartbeat since has
+			// moved it on, or the box is degraded.
+			beatDue.Reset(max(due.Sub(now), grace.Sub(now), 0) + 10*time.Millisecond)
+		}
 		return true
+	}
+	// A heartbeat that committed before this watcher was registered nudged
+	// nobody: read once now, so it is never missed.
+	if !checkDB() {
+		return
 	}
 	for {
 		select {
@@ -437,14 +505,17 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 			if !checkDB() {
 				return
 			}
-		case <-poll.C:
-			if exited == nil && prov != nil {
-				if st, err := s.provInspect(ctx, prov, bw.handle); err == nil && !st.Running || errors.Is(err, provision.ErrNotFound) {
-					s.boxExited(ctx, bw, w, st, err, healthy)
-					return
-				}
-			}
+		case <-recheck.C:
 			if !checkDB() {
+				return
+			}
+		case <-beatDue.C:
+			if !checkDB() {
+				return
+			}
+		case <-inspect:
+			if st, err := s.provInspect(ctx, prov, bw.handle); err == nil && !st.Running || errors.Is(err, provision.ErrNotFound) {
+				s.boxExited(ctx, bw, w, st, err, healthy)
 				return
 			}
 		case <-ready:
@@ -464,7 +535,10 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 				if ctx.Err() != nil {
 					return
 				}
-				exited = nil // the backend gave up waiting: fall back to polling
+				exited = nil // the backend gave up waiting: inspect instead
+				if prov != nil {
+					pollInspect()
+				}
 				continue
 			}
 			s.boxExited(ctx, bw, w, st, nil, healthy)

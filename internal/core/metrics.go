@@ -30,6 +30,10 @@ type Metrics struct {
 	// person's verdict (approved, denied, answered, declined).
 	Approvals       *prometheus.CounterVec   // kind, state
 	DecisionSeconds *prometheus.HistogramVec // kind
+	// The listener of a shared store's notifications (Postgres): 1 while
+	// connected; connections made (more than one: it reconnected).
+	ListenerConnected prometheus.Gauge
+	ListenerConnects  prometheus.Counter
 }
 
 // NewMetrics registers orgplane's metrics on a fresh registry.
@@ -87,7 +91,13 @@ func NewMetrics() *Metrics {
 		Name: "orgplane_approval_decision_seconds", Help: "Time from an approval or request being asked to a person's deciding verdict.",
 		Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 	}, []string{"kind"})
-	reg.MustRegister(m.Approvals, m.DecisionSeconds)
+	m.ListenerConnected = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "orgplane_store_listener_connected", Help: "1 while this replica receives the other replicas' notifications through the store (Postgres); 0 while it polls instead.",
+	})
+	m.ListenerConnects = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "orgplane_store_listener_connects_total", Help: "Connections the store's notification listener made (more than one: it reconnected).",
+	})
+	reg.MustRegister(m.Approvals, m.DecisionSeconds, m.ListenerConnected, m.ListenerConnects)
 	reg.MustRegister(m.PlatformTransitions, m.PlatformRecoveries, m.PlatformNotRunning, m.PlatformsDown)
 	reg.MustRegister(m.Decisions, m.Restarts, m.RestartDuration, m.PropagationLag, m.BoxFailures,
 		m.Provisions, m.ProvisionLatency, m.RestartsInFlight, m.StaleWorkspaces,

@@ -330,8 +330,11 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 	}
 	if changed {
 		s.healthyCommitted(out.OrgID, out.ID, out.Kind)
+		// Its watcher sees the box healthy now. A heartbeat that only moves
+		// heartbeat_at on needs no wake-up: the watcher reads it when the
+		// heartbeat deadline it set comes.
+		s.nudge(id)
 	}
-	s.nudge(id)
 	return Workspace{Workspace: out}, nil
 }
 

@@ -57,7 +57,10 @@ type RuntimeConfig struct {
 	// JobLease is how long a claimed job is its worker's before another
 	// replica may take it over (default 30s; renewed every third of it).
 	JobLease time.Duration
-	// PollInterval is the workers' backup poll (default 1s).
+	// PollInterval is the workers' poll (default 1s): it finds jobs that
+	// came due (a coalescing window, a retry's backoff); new work wakes them
+	// at once (in-process, or another replica's through the store's
+	// notifications).
 	PollInterval time.Duration
 	// HeartbeatTimeout: an agent box silent this long is degraded (default 15s).
 	HeartbeatTimeout time.Duration
@@ -145,13 +148,19 @@ type Service struct {
 	events  *Bus
 	owner   string // this replica's id, for job leases
 
-	wake    chan struct{} // nudges the job workers
-	mu      sync.Mutex
-	watches map[string]*boxWatch // workspace id -> watcher of its current box
-	locks   map[string]*wsLock
-	bg      sync.WaitGroup
-	stop    context.CancelFunc
-	bgCtx   context.Context
+	wake chan struct{} // nudges the job workers
+	// notifier: the store's notifications, when replicas share it
+	// (notify.go); listening while this replica receives them.
+	notifier   store.Notifier
+	listening  atomic.Bool
+	fwd        chan Event // events published here, to forward
+	fwdDropped atomic.Int64
+	mu         sync.Mutex
+	watches    map[string]*boxWatch // workspace id -> watcher of its current box
+	locks      map[string]*wsLock
+	bg         sync.WaitGroup
+	stop       context.CancelFunc
+	bgCtx      context.Context
 	// platformDown: org id -> when this replica first saw its platform
 	// workspace not running (the supervisor's alert clock).
 	platformDown map[string]time.Time
@@ -189,6 +198,7 @@ func New(st store.Store, opts Options) *Service {
 	}
 	s.cfg.defaults()
 	s.bgCtx, s.stop = context.WithCancel(context.Background())
+	s.notifier, _ = store.NotifierOf(st)
 	return s
 }
 
