@@ -290,7 +290,14 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 			return Conflict("workspace %s became %s while its box started", wsID, cur.Status)
 		}
 		cur.Box = string(hb)
-		return tx.UpdateWorkspace(ctx, cur)
+		if err := tx.UpdateWorkspace(ctx, cur); err != nil {
+			return err
+		}
+		// Whoever starts a box watches it: the lease is taken with the
+		// handle, in the same transaction rather than one more.
+		now := s.clock.Now()
+		_, err = tx.ClaimSupervision(ctx, wsID, s.owner, w.Generation, now, now.Add(s.cfg.SupervisionLease), true)
+		return err
 	})
 	if err != nil {
 		// Never recorded as the workspace's box, so nothing relies on it:
@@ -301,7 +308,6 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		}
 		return fail("store", "record the box: "+AsError(err).Message)
 	}
-	s.claimSupervision(wsID, w.Generation, true)
 	return s.watch(w, h, owned, start), nil
 }
 

@@ -316,11 +316,15 @@ func (s *Service) Heartbeat(ctx context.Context, id string, gen int64, fingerpri
 			out = w
 			return tx.UpdateWorkspace(ctx, w)
 		}
-		if err := tx.UpdateWorkspace(ctx, w); err != nil {
-			return err
-		}
+		// Provisioning or degraded (check passed): healthyTx writes the
+		// heartbeat with the status, in one statement.
 		if _, changed, err = s.healthyTx(ctx, tx, w, gen, "heartbeat"); err != nil {
 			return err
+		}
+		if !changed {
+			if err := tx.UpdateWorkspace(ctx, w); err != nil {
+				return err
+			}
 		}
 		out, err = tx.GetWorkspace(ctx, p.OrgID, id)
 		return err
