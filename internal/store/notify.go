@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -87,7 +88,11 @@ func (s *sqlStore) Listen(ctx context.Context, ready func(), fn func(Notificatio
 		}
 		return fmt.Errorf("listen: connect: %w", mapErr(err))
 	}
-	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
 	for _, ch := range []string{ChannelJobs, ChannelWorkspaces, ChannelEvents} {
 		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
 			if ctx.Err() != nil {
