@@ -411,7 +411,7 @@ func (s *Service) recheckEvery() time.Duration {
 	if !s.signalled() {
 		return time.Second
 	}
-	d := s.cfg.HeartbeatTimeout / 3
+	d := max(s.cfg.HeartbeatTimeout/3, 50*time.Millisecond)
 	return d*3/4 + rand.N(d/2+1)
 }
 
