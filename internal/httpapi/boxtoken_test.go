@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -18,10 +19,17 @@ func boxToken(t *testing.T, e *testenv.Env, wsID string, gen int64) string {
 	return boxEnv(t, e, wsID, gen)["ORGPLANE_TOKEN"]
 }
 
+// boxEnv waits for the box of generation gen to be started and returns its
+// env: the generation is recorded (and seen through the API) just before
+// its box starts.
 func boxEnv(t *testing.T, e *testenv.Env, wsID string, gen int64) map[string]string {
 	t.Helper()
-	env, ok := e.Fake.StartedEnv(wsID, gen)
-	require.True(t, ok, "no box of workspace %s generation %d was started", wsID, gen)
+	var env map[string]string
+	e.Eventually(10*time.Second, func() bool {
+		var ok bool
+		env, ok = e.Fake.StartedEnv(wsID, gen)
+		return ok
+	}, "no box of workspace %s generation %d was started", wsID, gen)
 	return env
 }
 
