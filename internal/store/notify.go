@@ -11,7 +11,7 @@ import (
 
 // The channels on which a shared store (Postgres) tells every replica that
 // something changed. The store's own triggers send the first two from the
-// writing transaction (see migration 0010_notify.sql).
+// writing transaction (see migration 0011_notify.sql).
 const (
 	// ChannelJobs: restart work to claim, or a slot freed under the caps.
 	ChannelJobs = "orgplane_jobs"
