@@ -27,12 +27,21 @@ import (
 // real reference agent (the orgplane binary).
 func processEnv(b *testing.B, rt core.RuntimeConfig) *testenv.Env {
 	b.Helper()
+	return processEnvOpts(b, testenv.Options{Runtime: rt})
+}
+
+// processEnvOpts is processEnv with more options (Postgres, or the DBURL
+// and MasterKey of another replica); Provisioners and the agent command
+// are set here.
+func processEnvOpts(b *testing.B, opts testenv.Options) *testenv.Env {
+	b.Helper()
 	bin := e2etest.Binary(b)
 	proc, err := process.New(process.Config{LogDir: b.TempDir(), StopGrace: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(b, err)
-	rt.AgentCommand = []string{bin, "agent"}
-	e := testenv.New(b, testenv.Options{Runtime: rt, Provisioners: map[string]provision.Provisioner{provision.RuntimeProcess: proc}})
+	opts.Runtime.AgentCommand = []string{bin, "agent"}
+	opts.Provisioners = map[string]provision.Provisioner{provision.RuntimeProcess: proc}
+	e := testenv.New(b, opts)
 	b.Cleanup(func() {
 		e2etest.KillAllBoxesUnder(e.URL)
 		proc.Close()
