@@ -149,7 +149,8 @@ func drainBudget(b *testing.B) time.Duration {
 //     of the restarts the drain finished (all n when it drained, else
 //     those finished within the budget): does the rate fall as the drain
 //     goes on?
-//   - drained-%: how much of the queue finished within the budget;
+//   - drained-%: how much of the queue finished within the budget, and
+//     cut-restarts/s: the rate over the budget when it ran out;
 //   - 2nd-first-tenth, 2nd-last-tenth, 2nd/1st: when the first drain
 //     finished, the same for a second change, with the first drain's n
 //     finished jobs as history, and the ratio of the two drains' rates.
@@ -193,6 +194,8 @@ func benchDrain(b *testing.B, engine string, n int) {
 	report(lastTenth/firstTenth, "last/first")
 	report(100*float64(len(first.at))/float64(n), "drained-%")
 	if !first.ended {
+		// Too few for tenths, maybe: the rate over the whole budget.
+		report(float64(len(first.at))/budget.Seconds(), "cut-restarts/s")
 		return
 	}
 	require.Zero(b, first.failed, "restarts of the first drain that did not succeed")
