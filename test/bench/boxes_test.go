@@ -41,11 +41,18 @@ func processEnvOpts(b *testing.B, opts testenv.Options) *testenv.Env {
 	require.NoError(b, err)
 	opts.Runtime.AgentCommand = []string{bin, "agent"}
 	opts.Provisioners = map[string]provision.Provisioner{provision.RuntimeProcess: proc}
-	e := testenv.New(b, opts)
+	// Registered before the Env's own clean-up, so that it runs after the
+	// control plane has stopped: boxes killed while it still ran were seen
+	// dead and recovered, and the new boxes outlived the benchmark.
+	var url string
 	b.Cleanup(func() {
-		e2etest.KillAllBoxesUnder(e.URL)
+		if url != "" {
+			e2etest.KillAllBoxesUnder(url)
+		}
 		proc.Close()
 	})
+	e := testenv.New(b, opts)
+	url = e.URL
 	return e
 }
 
