@@ -20,10 +20,13 @@ type SecretMeta struct {
 
 // SecretWrite is the outcome of a secret write or delete.
 type SecretWrite struct {
-	Key       string
-	Scope     string
-	Version   int64
-	DryRun    bool
+	Key     string
+	Scope   string
+	Version int64
+	DryRun  bool
+	// ChangeID names the change's record (not for a dry run, nor for a
+	// write that decided nothing).
+	ChangeID  string
 	Decisions []propagation.Decision
 }
 
@@ -209,6 +212,10 @@ func (s *Service) writeSecret(ctx context.Context, workspaceID, key string, valu
 			}
 		} else if err := tx.DeleteSecret(ctx, p.OrgID, workspaceID, key); err != nil {
 			return err
+		}
+		if len(plan.Decisions) > 0 {
+			out.ChangeID = plan.ChangeID
+			ev.Detail["change_id"] = plan.ChangeID
 		}
 		return s.applyPlan(ctx, tx, p, plan)
 	}

@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
@@ -19,6 +21,8 @@ func (s *Server) boxRoutes(r chi.Router) {
 	s.handle(r, "GET", "/workspaces/{id}/logs", s.logs, "tail")
 	s.handle(r, "GET", "/restarts", s.listOrgRestarts, "limit")
 	s.handle(r, "GET", "/restarts/{id}", s.getRestart)
+	s.handle(r, "GET", "/changes/{id}", s.getChange)
+	s.handle(r, "GET", "/changes/{id}/decisions", s.listChangeDecisions, "limit", "after")
 
 	s.handle(r, "GET", "/workspaces/{id}/secrets", s.listWorkspaceSecrets)
 	s.handle(r, "GET", "/workspaces/{id}/secrets/values", s.secretValues)
@@ -206,11 +210,80 @@ type secretBody struct {
 
 func writeResult(out core.SecretWrite) client.SecretWrite {
 	res := client.SecretWrite{Key: out.Key, Scope: out.Scope, Version: out.Version, DryRun: out.DryRun,
-		Decisions: make([]client.Decision, len(out.Decisions))}
-	for i, d := range out.Decisions {
-		res.Decisions[i] = client.Decision{WorkspaceID: d.WorkspaceID, Action: d.Action, Reason: d.Reason}
+		ChangeID: out.ChangeID, Summary: map[string]int{}}
+	for _, d := range out.Decisions {
+		res.Summary[d.Reason]++
+	}
+	ds := out.Decisions
+	if len(ds) > core.InlineDecisions {
+		ds, res.DecisionsTruncated = ds[:core.InlineDecisions], true
+	}
+	res.Decisions = decisionsJSON(ds)
+	if res.Decisions == nil {
+		res.Decisions = []client.Decision{}
 	}
 	return res
+}
+
+// ChangeJSON converts a change to its API shape.
+func ChangeJSON(c core.ChangeStatus) client.Change {
+	out := client.Change{ID: c.ID, OrgID: c.OrgID, Key: c.Key, Scope: "global", WorkspaceID: c.WorkspaceID, Op: c.Op,
+		CreatedAt: c.CreatedAt, FinishedAt: timePtr(c.FinishedAt), State: c.State, Total: c.Total, Counts: c.Counts,
+		Restarts: client.ChangeRestarts{Queued: c.Restarts, Pending: c.Pending, Running: c.Running,
+			Succeeded: c.Succeeded, Failed: c.Failed, Cancelled: c.Cancelled}}
+	if c.WorkspaceID != "" {
+		out.Scope = "workspace"
+	}
+	if out.Counts == nil {
+		out.Counts = map[string]int{}
+	}
+	return out
+}
+
+func (s *Server) getChange(w http.ResponseWriter, r *http.Request, q query) {
+	c, err := s.svc.GetChange(ctx(r), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, ChangeJSON(c))
+}
+
+// listChangeDecisions pages a change's decisions by workspace id: limit
+// (default and most 1,000) and after (the last workspace id seen); the
+// next page's URL is in a Link header (rel="next").
+func (s *Server) listChangeDecisions(w http.ResponseWriter, r *http.Request, q query) {
+	limit, qerr := q.Int("limit")
+	if qerr == nil && q.Has("limit") && limit == 0 {
+		qerr = core.Invalid("invalid_limit", "limit must be between 1 and %d", core.InlineDecisions)
+	}
+	if qerr != nil {
+		s.refuse(w, r, qerr)
+		return
+	}
+	if limit == 0 {
+		limit = core.InlineDecisions
+	}
+	after, qerr := q.ID("after", "w")
+	if qerr != nil {
+		s.refuse(w, r, qerr)
+		return
+	}
+	id := chi.URLParam(r, "id")
+	list, err := s.svc.ListChangeDecisions(ctx(r), id, after, int(min(limit, 1<<20)))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(list) == int(limit) {
+		next := url.Values{"limit": {strconv.FormatInt(limit, 10)}, "after": {list[len(list)-1].WorkspaceID}}
+		w.Header().Set("Link", "</v1/changes/"+url.PathEscape(id)+"/decisions?"+next.Encode()+`>; rel="next"`)
+	}
+	out := decisionsJSON(list)
+	if out == nil {
+		out = []client.Decision{}
+	}
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, q query, wsID string) {

@@ -176,6 +176,9 @@ type RestartJob struct {
 	UpdatedAt         time.Time
 	StartedAt         time.Time
 	FinishedAt        time.Time
+	// Merged: secret changes were merged into this pending job (decisions
+	// "coalesced"); it owes them a restart.
+	Merged bool
 }
 
 // Finished reports whether the job is in a final state.

@@ -147,6 +147,20 @@ type Store interface {
 	// one of each), however many decisions were recorded since.
 	ListOpenJobs(ctx context.Context, orgID, workspaceID string) ([]RestartJob, error)
 	UpdateJob(ctx context.Context, j RestartJob) error
+	// MarkMerged flags pending jobs into which changes were merged.
+	MarkMerged(ctx context.Context, jobIDs []string) error
+
+	// Changes (changes.go). InsertChange records a change with its
+	// decisions; ListChangeDecisions pages them by workspace id;
+	// ListWorkspaceDecisions finds one workspace's decisions in the org's
+	// changes since a time, newest first; RecordChangeOutcome counts one of
+	// a change's restart jobs ending.
+	InsertChange(ctx context.Context, c Change, ds []ChangeDecision) error
+	GetChange(ctx context.Context, orgID, id string) (Change, error)
+	ListChangeDecisions(ctx context.Context, orgID, changeID, after string, limit int) ([]ChangeDecision, error)
+	ListWorkspaceDecisions(ctx context.Context, orgID, workspaceID string, since time.Time, limit int) ([]WorkspaceDecision, error)
+	RecordChangeOutcome(ctx context.Context, orgID, changeID, state string, at time.Time) error
+	CountRunningForChange(ctx context.Context, orgID, changeID string) (int, error)
 	ClaimJob(ctx context.Context, owner string, now, leaseUntil time.Time, lim ClaimLimits) (RestartJob, error)
 	RenewLease(ctx context.Context, id, owner string, until time.Time) error
 	CountRecentAutoRestarts(ctx context.Context, workspaceID string, since time.Time) (int, error)
