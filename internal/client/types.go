@@ -145,10 +145,10 @@ type SetSecret struct {
 
 // SecretWrite is the answer to a secret PUT or DELETE.
 type SecretWrite struct {
-	Key       string     `json:"key"`
-	Scope     string     `json:"scope"`
-	Version   int64      `json:"version,omitempty"`
-	DryRun    bool       `json:"dry_run,omitempty"`
+	Key     string `json:"key"`
+	Scope   string `json:"scope"`
+	Version int64  `json:"version,omitempty"`
+	DryRun  bool   `json:"dry_run,omitempty"`
 	// ChangeID names the change's record (GET /v1/changes/{id}); absent
 	// for a dry run.
 	ChangeID string `json:"change_id,omitempty"`
