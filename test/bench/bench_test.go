@@ -216,13 +216,16 @@ func BenchmarkPlanGlobalChange(b *testing.B) {
 // written straight to the store (the value is never decrypted here).
 func overrideKey(b *testing.B, st store.Store, ws []store.Workspace, key string, pick func(i int) bool) {
 	now := time.Now().UTC()
+	keys, err := st.ListDataKeys(context.Background())
+	require.NoError(b, err)
+	require.NotEmpty(b, keys)
 	for start := 0; start < len(ws); start += 1000 {
 		err := st.InTx(context.Background(), func(tx store.Store) error {
 			for i := start; i < start+1000 && i < len(ws); i++ {
 				if !pick(i) {
 					continue
 				}
-				sec := store.Secret{OrgID: ws[i].OrgID, WorkspaceID: ws[i].ID, Key: key, KeyID: "k-bench",
+				sec := store.Secret{OrgID: ws[i].OrgID, WorkspaceID: ws[i].ID, Key: key, KeyID: keys[0].ID,
 					Ciphertext: make([]byte, 48), ValueMAC: "mac", Version: 1, CreatedAt: now, UpdatedAt: now}
 				if err := tx.PutSecret(context.Background(), sec); err != nil {
 					return err
