@@ -204,6 +204,13 @@ type PropagationFacts struct {
 	RecentAutoRestarts int
 }
 
+// JobCursor points at one job in a newest-first listing (by creation
+// time, then id).
+type JobCursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
 // ClaimLimits are the governor's caps, checked when a job is claimed.
 type ClaimLimits struct {
 	MaxRunning       int // across all replicas

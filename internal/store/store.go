@@ -142,6 +142,8 @@ type Store interface {
 	LockPendingJobs(ctx context.Context, ids []string) (map[string]bool, error)
 	// ListJobs lists jobs newest first; workspaceID "" lists the org's.
 	ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error)
+	// ListJobsBefore is ListJobs from a cursor on: the jobs older than it.
+	ListJobsBefore(ctx context.Context, orgID, workspaceID string, before JobCursor, limit int) ([]RestartJob, error)
 	ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error)
 	// ListOpenJobs lists the workspace's pending and running jobs (at most
 	// one of each), however many decisions were recorded since.

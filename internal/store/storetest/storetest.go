@@ -87,6 +87,7 @@ func Run(t *testing.T, open Opener) {
 		{"Jobs/ListOpen", testListOpenJobs},
 		{"Jobs/ClaimBoundedByOpenWork", testClaimBoundedByOpenWork},
 		{"Jobs/MarkMerged", testMarkMerged},
+		{"Jobs/ListBefore", testListJobsBefore},
 		{"Changes", testChanges},
 		{"InTx/LockOrgSerializes", testLockOrg},
 		{"InTx/RetriesDeadlock", testInTxRetriesDeadlock},
