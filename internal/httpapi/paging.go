@@ -26,9 +26,6 @@ import (
 // is (an id, or a composite key it encodes into one string) and checks it
 // after decoding with a validator; a cursor of another list is refused.
 
-// maxPageLimit is the largest limit a list accepts.
-const maxPageLimit = 1000
-
 // Page is what a list request asked for.
 type Page struct {
 	// Limit is the page size; 0 when the request gave none and the list has
@@ -45,7 +42,7 @@ type Page struct {
 // def is the limit when none is given (0: none). validKey, if not nil,
 // checks a decoded key (so that junk never reaches the store). Refusals are
 // 400: a limit that is not digits is invalid_query (as for every number of a
-// query), one outside 1..maxPageLimit invalid_limit, a cursor that is not one
+// query), one outside 1..core.MaxPageLimit invalid_limit, a cursor that is not one
 // of this list invalid_after.
 func parsePage(q query, kind string, def int, validKey func(string) bool) (Page, *core.Error) {
 	p := Page{Limit: def, kind: kind}
@@ -54,8 +51,8 @@ func parsePage(q query, kind string, def int, validKey func(string) bool) (Page,
 		if qerr != nil {
 			return Page{}, qerr
 		}
-		if n < 1 || n > maxPageLimit {
-			return Page{}, core.Invalid("invalid_limit", "limit must be between 1 and %d; got %d", maxPageLimit, n)
+		if n < 1 || n > core.MaxPageLimit {
+			return Page{}, core.Invalid("invalid_limit", "limit must be between 1 and %d; got %d", core.MaxPageLimit, n)
 		}
 		p.Limit = int(n)
 	}
