@@ -147,7 +147,17 @@ func (s *Service) ListWorkspacesPage(ctx context.Context, lp store.ListParams) (
 		}
 	}
 	var fp *fingerprinter
-	if s.keys != nil {
+	switch {
+	case s.keys == nil || len(rows) == 0:
+	case lp.Limit > 0 || p.Kind == auth.KindWorkspace:
+		// A page needs the secrets of its own workspaces only, not the
+		// org's: its cost stays that of a page.
+		macs, err := s.store.ListSecretMACsOf(ctx, p.OrgID, lp.After, rows[len(rows)-1].ID)
+		if err != nil {
+			return nil, false, err
+		}
+		fp = s.fingerprinterOf(macs)
+	default:
 		if fp, err = s.newFingerprinter(ctx, s.store, p.OrgID); err != nil {
 			return nil, false, err
 		}

@@ -398,3 +398,52 @@ func TestListPagingBadInput(t *testing.T) {
 		require.Equal(t, 200, r.Status, "%s: %s", p, r)
 	}
 }
+
+// A page computes stale from its own workspaces' secrets (and the
+// globals) only; it must say what the whole list says.
+func TestListWorkspacesPagesStaleAsTheWholeList(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testenv.Options{})
+	ctx := context.Background()
+	var wsIDs []string
+	for i := range 4 {
+		w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: fmt.Sprintf("box%d", i), Spec: boxSpec, RestartPolicy: "manual"})
+		require.NoError(t, err)
+		wsIDs = append(wsIDs, w.ID)
+	}
+	for _, id := range wsIDs {
+		waitStatus(t, e.Admin, id, "running", 1)
+	}
+	slices.Sort(wsIDs)
+	// Manual workspaces are not restarted: their boxes go stale.
+	for _, id := range []string{wsIDs[1], wsIDs[3]} {
+		_, err := e.Admin.SetSecret(ctx, id, "OWN_KEY", "v-"+id, false)
+		require.NoError(t, err)
+	}
+	whole, err := e.Admin.ListWorkspaces(ctx)
+	require.NoError(t, err)
+	stale := map[string]bool{}
+	for _, w := range whole {
+		stale[w.ID] = w.Stale
+	}
+	require.Equal(t, map[string]bool{wsIDs[0]: false, wsIDs[1]: true, wsIDs[2]: false, wsIDs[3]: true},
+		map[string]bool{wsIDs[0]: stale[wsIDs[0]], wsIDs[1]: stale[wsIDs[1]], wsIDs[2]: stale[wsIDs[2]], wsIDs[3]: stale[wsIDs[3]]})
+	var paged []client.Workspace
+	for after := ""; ; {
+		page, next, err := e.Admin.ListWorkspacesPage(ctx, 1, after)
+		require.NoError(t, err)
+		paged = append(paged, page...)
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	require.Equal(t, whole, paged)
+
+	// A workspace's own token: the same answer about itself.
+	tok := mintWorkspaceToken(t, e.Admin, wsIDs[1])
+	own, _, err := client.New(e.URL, tok.Secret).ListWorkspacesPage(ctx, 10, "")
+	require.NoError(t, err)
+	require.Len(t, own, 1)
+	require.True(t, own[0].Stale)
+}

@@ -510,9 +510,22 @@ func (s *sqlStore) CountSecretsByKeyID(ctx context.Context, keyID string) (int64
 	return n, nil
 }
 
+const secretMACCols = `org_id, workspace_id, key, key_id, value_mac, length(ciphertext), version, created_at, updated_at`
+
 func (s *sqlStore) ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT org_id, workspace_id, key, key_id, value_mac, length(ciphertext), version, created_at, updated_at
-		FROM secrets WHERE org_id = $1 ORDER BY workspace_id, key`, orgID)
+	return s.querySecretMACs(ctx, `SELECT `+secretMACCols+` FROM secrets WHERE org_id = $1 ORDER BY workspace_id, key`, orgID)
+}
+
+func (s *sqlStore) ListSecretMACsOf(ctx context.Context, orgID, after, through string) ([]Secret, error) {
+	// Two ranges of the primary key (org_id, workspace_id, key).
+	return s.querySecretMACs(ctx, `SELECT `+secretMACCols+` FROM secrets WHERE org_id = $1 AND workspace_id = ''
+		UNION ALL
+		SELECT `+secretMACCols+` FROM secrets WHERE org_id = $1 AND workspace_id > $2 AND workspace_id <= $3
+		ORDER BY 2, 3`, orgID, after, through)
+}
+
+func (s *sqlStore) querySecretMACs(ctx context.Context, q string, args ...any) ([]Secret, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list secret macs: %w", mapErr(err))
 	}

@@ -1179,6 +1179,28 @@ func testSecretMACs(t *testing.T, f *fixture) {
 	require.NoError(t, err)
 	require.NotNil(t, got)
 	require.Empty(t, got)
+
+	// A page of workspaces by id: the globals and the secrets of the
+	// workspaces in (after, through], no others.
+	ws := sorted(w.ID, f.ws(p, "x").ID, f.ws(p, "y").ID)
+	own := map[string]store.Secret{}
+	for _, id := range ws {
+		if id != w.ID {
+			own[id] = put(o.ID, id, "Z")
+		} else {
+			own[id] = wa
+		}
+		put(other.ID, id, "Q") // another org's, with the same ids: never listed
+	}
+	got, err = f.s.ListSecretMACsOf(f.ctx, o.ID, "", ws[0])
+	require.NoError(t, err)
+	require.Equal(t, []store.Secret{ga, gb, own[ws[0]]}, got)
+	got, err = f.s.ListSecretMACsOf(f.ctx, o.ID, ws[0], ws[2])
+	require.NoError(t, err)
+	require.Equal(t, []store.Secret{ga, gb, own[ws[1]], own[ws[2]]}, got)
+	got, err = f.s.ListSecretMACsOf(f.ctx, o.ID, ws[2], ws[2]+"z")
+	require.NoError(t, err)
+	require.Equal(t, []store.Secret{ga, gb}, got, "globals even for a page without secrets of its own")
 }
 
 // ---- restart jobs
