@@ -92,7 +92,7 @@ type AuditFilter struct {
 	TokenID string
 	Outcome string
 	Before  int64 // entries with ID < Before; 0: from the newest
-	Limit   int
+	Limit   int   // 0: 100; at most 1001 (a page of 1000, and one more to tell whether another follows)
 }
 
 // Secret scopes.

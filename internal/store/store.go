@@ -124,6 +124,10 @@ type Store interface {
 	// ListSecretMACs lists every secret of the org, both scopes, without
 	// ciphertexts: enough to compute fingerprints and overrides.
 	ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error)
+	// ListSecretMACsOf is ListSecretMACs narrowed to the org's global
+	// secrets and those of the workspaces whose id is in (after, through]:
+	// what one page of a list of workspaces by id needs.
+	ListSecretMACsOf(ctx context.Context, orgID, after, through string) ([]Secret, error)
 
 	// Restart jobs.
 	InsertJobs(ctx context.Context, jobs []RestartJob) error
