@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -85,7 +86,7 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &sqlStore{dialect: SQLite, db: wdb, rdb: rdb, w: wdb, r: rdb, path: path, file: fi}
+	s := &sqlStore{dialect: SQLite, db: wdb, rdb: rdb, w: wdb, r: rdb, path: path, file: fi, slots: new(atomic.Int64)}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -101,7 +102,7 @@ func openPostgres(ctx context.Context, dsn string) (Store, error) {
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := &sqlStore{dialect: Postgres, db: db, w: db, r: db}
+	s := &sqlStore{dialect: Postgres, db: db, w: db, r: db, slots: new(atomic.Int64)}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,9 +32,10 @@ type sqlStore struct {
 	rdb     *sql.DB // SQLite read pool; nil on Postgres
 	w, r    querier // where this Store writes and reads (a tx inside InTx)
 	inTx    bool
-	conn    *sql.Conn   // the connection of the transaction (Postgres, inside InTx)
-	path    string      // SQLite: the database file
-	file    os.FileInfo // SQLite: that file as opened
+	conn    *sql.Conn     // the connection of the transaction (Postgres, inside InTx)
+	path    string        // SQLite: the database file
+	file    os.FileInfo   // SQLite: that file as opened
+	slots   *atomic.Int64 // restart slots known to exist (ensureSlots)
 }
 
 func (s *sqlStore) Dialect() string { return s.dialect }
@@ -130,7 +132,7 @@ func (s *sqlStore) inTxOnce(ctx context.Context, fn func(Store) error) error {
 	// SQLite it would hold the only writer connection for good. After
 	// Commit this is a no-op.
 	defer tx.Rollback() //nolint:errcheck
-	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true, conn: conn}
+	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true, conn: conn, slots: s.slots}
 	if err := fn(txs); err != nil {
 		_ = tx.Rollback()
 		return err
