@@ -89,7 +89,7 @@ A --limit above 500, or --all, is read in pages of 500.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&workspace, "workspace", "", "only entries about this workspace")
-	f.IntVar(&limit, "limit", 0, "entries per page (default: the server's, 100)")
+	f.IntVar(&limit, "limit", 0, "at most this many entries (default: the server's page, 100; above 500, read in pages of 500)")
 	f.Int64Var(&before, "before", 0, "only entries older than this entry ID (from the previous page's hint)")
 	f.BoolVar(&all, "all", false, "every entry (older than --before), read in pages of 500")
 	return cmd

@@ -21,6 +21,10 @@ import (
 //	rows = trimPage(w, r, p, rows, func(x T) string { return x.ID })
 //	encode rows
 //
+// or, when the service fetches the extra row itself and reports whether
+// more follow (as ListWorkspacesPage and ListAuditPage do), it passes
+// p.Limit down and calls p.setNext(w, r, key of the last row) when more.
+//
 // A cursor is opaque to clients: base64url of "<kind>:<key>", where key is
 // the sort key of the last row of a page. The handler decides what the key
 // is (an id, or a composite key it encodes into one string) and checks it
