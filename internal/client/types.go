@@ -145,11 +145,46 @@ type SetSecret struct {
 
 // SecretWrite is the answer to a secret PUT or DELETE.
 type SecretWrite struct {
-	Key       string     `json:"key"`
-	Scope     string     `json:"scope"`
-	Version   int64      `json:"version,omitempty"`
-	DryRun    bool       `json:"dry_run,omitempty"`
-	Decisions []Decision `json:"decisions"`
+	Key     string `json:"key"`
+	Scope   string `json:"scope"`
+	Version int64  `json:"version,omitempty"`
+	DryRun  bool   `json:"dry_run,omitempty"`
+	// ChangeID names the change's record (GET /v1/changes/{id}); absent
+	// for a dry run.
+	ChangeID string `json:"change_id,omitempty"`
+	// Summary counts every decision by reason.
+	Summary map[string]int `json:"summary,omitempty"`
+	// Decisions holds at most the first 1,000 (by workspace id); with
+	// DecisionsTruncated the rest are paged from the change.
+	Decisions          []Decision `json:"decisions"`
+	DecisionsTruncated bool       `json:"decisions_truncated,omitempty"`
+}
+
+// Change is a secret change's record and the state of its restarts
+// (GET /v1/changes/{id}).
+type Change struct {
+	ID          string         `json:"id"`
+	OrgID       string         `json:"org_id"`
+	Key         string         `json:"key"`
+	Scope       string         `json:"scope"`
+	WorkspaceID string         `json:"workspace_id,omitempty"`
+	Op          string         `json:"op"`
+	CreatedAt   time.Time      `json:"created_at"`
+	FinishedAt  *time.Time     `json:"finished_at"`
+	State       string         `json:"state"`
+	Total       int            `json:"total"`
+	Counts      map[string]int `json:"counts"`
+	Restarts    ChangeRestarts `json:"restarts"`
+}
+
+// ChangeRestarts is where a change's restarts stand.
+type ChangeRestarts struct {
+	Queued    int `json:"queued"`
+	Pending   int `json:"pending"`
+	Running   int `json:"running"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Cancelled int `json:"cancelled"`
 }
 
 // ErrorBody is the error shape of the contract.

@@ -328,18 +328,22 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 }
 
 // mergedInto reports whether propagation decisions were coalesced into job
-// j (on a read error it says yes: the rules, re-applied, then decide).
+// j while it was pending (it then owes them a restart).
 func (s *Service) mergedInto(ctx context.Context, j store.RestartJob) bool {
-	jobs, err := s.store.ListJobs(ctx, j.OrgID, j.WorkspaceID, 100)
-	if err != nil {
-		return true
+	return j.Merged
+}
+
+// updateJob writes a job back; when this ends a change's restart job, the
+// change's progress counts it, in the same transaction.
+func (s *Service) updateJob(ctx context.Context, tx store.Store, from string, j store.RestartJob) error {
+	if err := tx.UpdateJob(ctx, j); err != nil {
+		return err
 	}
-	for _, x := range jobs {
-		if x.State == store.JobSuperseded && x.Note == mergedNote+j.ID {
-			return true
-		}
+	wasOpen := from == store.JobPending || from == store.JobRunning
+	if !wasOpen || !j.Finished() || j.ChangeID == "" || !j.Automatic {
+		return nil
 	}
-	return false
+	return tx.RecordChangeOutcome(ctx, j.OrgID, j.ChangeID, j.State, j.UpdatedAt)
 }
 
 // boxGone reports whether the workspace's recorded box is known not to be
@@ -477,7 +481,7 @@ func (s *Service) finish(j store.RestartJob, end jobEnd, started time.Time) {
 		} else {
 			cur.State, cur.FinishedAt = state, now
 		}
-		if err := tx.UpdateJob(ctx, cur); err != nil {
+		if err := s.updateJob(ctx, tx, store.JobRunning, cur); err != nil {
 			return err
 		}
 		if !retry && state == store.JobFailed && j.Reason == ReasonBoxFailed && j.RequestedBy == "" && gen > 0 {
@@ -550,6 +554,7 @@ func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID,
 	}
 	now := s.clock.Now()
 	recoveryID := ids.New("j")
+	merged := false
 	if pend, err := tx.GetPendingJobForUpdate(ctx, wsID); err == nil {
 		if !pend.Automatic || pend.Reason == ReasonBoxFailed {
 			return false, nil // an explicit restart or a recovery will provision it
@@ -559,10 +564,11 @@ func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID,
 		// is that next start. The change is merged into it, so the new box
 		// gets the new env and mergedInto still finds it.
 		pend.State, pend.FinishedAt, pend.UpdatedAt = store.JobSuperseded, now, now
-		pend.Note = mergedNote + recoveryID
-		if err := tx.UpdateJob(ctx, pend); err != nil {
+		pend.Note = "merged into recovery job " + recoveryID
+		if err := s.updateJob(ctx, tx, store.JobPending, pend); err != nil {
 			return false, err
 		}
+		merged = true
 	}
 	// The org root is never given up on: its attempts go on, with an
 	// exponential backoff capped at PlatformMaxBackoff; the first one, after
@@ -577,7 +583,7 @@ func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID,
 	err = tx.InsertJobs(ctx, []store.RestartJob{{
 		ID: recoveryID, OrgID: orgID, WorkspaceID: wsID, State: store.JobPending, Reason: ReasonBoxFailed,
 		Note: fmt.Sprintf("recovers generation %d", gen), MaxAttempts: 1, RunAfter: now.Add(wait),
-		CreatedAt: now, UpdatedAt: now,
+		CreatedAt: now, UpdatedAt: now, Merged: merged,
 	}})
 	if err == nil && wait > 0 {
 		// The workers are woken when it is due, not at their next poll

@@ -3,10 +3,12 @@ package core
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/propagation"
 	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/redact"
 	"github.com/orgplane/orgplane/internal/store"
@@ -55,7 +57,7 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 		if pend, err := tx.GetPendingJobForUpdate(ctx, id); err == nil {
 			pend.State, pend.FinishedAt, pend.UpdatedAt = store.JobSuperseded, now, now
 			pend.Note = "superseded by an admin restart"
-			if err := tx.UpdateJob(ctx, pend); err != nil {
+			if err := s.updateJob(ctx, tx, store.JobPending, pend); err != nil {
 				return err
 			}
 		}
@@ -80,24 +82,57 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 	return job, nil
 }
 
-// ListRestarts lists a workspace's restart jobs and decisions, newest first.
+// ListRestarts lists a workspace's restart jobs and decisions, newest first. A
+// decision that queued no job (a skip, or a restart merged into a pending
+// one) has no job id: its change names it.
 func (s *Service) ListRestarts(ctx context.Context, id string, limit int) ([]store.RestartJob, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.visibleWorkspace(ctx, s.store, p, id); err != nil {
+	w, err := s.visibleWorkspace(ctx, s.store, p, id)
+	if err != nil {
 		return nil, err
 	}
 	if limit < 0 || limit > 1000 {
 		return nil, Invalid("invalid_limit", "limit must be between 1 and 1000")
 	}
-	return s.store.ListJobs(ctx, p.OrgID, id, limit)
+	if limit == 0 {
+		limit = 100
+	}
+	jobs, err := s.store.ListJobs(ctx, p.OrgID, id, limit)
+	if err != nil {
+		return nil, err
+	}
+	// The decisions that queued no job live in their changes' records.
+	ds, err := s.store.ListWorkspaceDecisions(ctx, p.OrgID, id, w.CreatedAt, limit)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range ds {
+		if d.Reason == propagation.ReasonRestartQueued {
+			continue // its job is listed
+		}
+		c := d.Change
+		// A decision, not a job: no job id; its change names it.
+		j := store.RestartJob{OrgID: c.OrgID, WorkspaceID: id, Automatic: true, State: store.JobSkipped,
+			Reason: d.Reason, ChangeID: c.ID, CallerWorkspaceID: c.CallerWorkspaceID, RequestedBy: c.RequestedBy,
+			CreatedAt: c.CreatedAt, UpdatedAt: c.CreatedAt, FinishedAt: c.CreatedAt}
+		if d.Reason == propagation.ReasonCoalesced {
+			j.State, j.Note = store.JobSuperseded, "merged into the restart pending then"
+		}
+		jobs = append(jobs, j)
+	}
+	slices.SortStableFunc(jobs, func(a, b store.RestartJob) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	if len(jobs) > limit {
+		jobs = jobs[:limit]
+	}
+	return jobs, nil
 }
 
-// ListOrgRestarts lists the org's restart jobs and decisions, newest
-// first; admins only.
-func (s *Service) ListOrgRestarts(ctx context.Context, limit int) ([]store.RestartJob, error) {
+// ListOrgRestarts lists the org's restart jobs newest first, older than
+// before (zero: from the newest); admins only. limit 0 is 100.
+func (s *Service) ListOrgRestarts(ctx context.Context, limit int, before store.JobCursor) ([]store.RestartJob, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
@@ -105,10 +140,10 @@ func (s *Service) ListOrgRestarts(ctx context.Context, limit int) ([]store.Resta
 	if err := requireReader(p, "listing the org's restarts"); err != nil {
 		return nil, err
 	}
-	if limit < 0 || limit > 1000 {
-		return nil, Invalid("invalid_limit", "limit must be between 1 and 1000")
+	if limit < 0 || limit > MaxPageLimit+1 {
+		return nil, Invalid("invalid_limit", "limit must be between 1 and %d", MaxPageLimit)
 	}
-	return s.store.ListJobs(ctx, p.OrgID, "", limit)
+	return s.store.ListJobsBefore(ctx, p.OrgID, "", before, limit)
 }
 
 // GetRestart returns one job of the org.

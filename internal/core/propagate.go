@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/orgplane/orgplane/internal/auth"
@@ -12,16 +14,16 @@ import (
 	"github.com/orgplane/orgplane/internal/store"
 )
 
-// mergedNote starts the note of a coalesced decision's row; the pending
-// job's id follows (mergedInto looks for it).
-const mergedNote = "merged into pending job "
-
-// Plan is the decisions of one secret change and the job rows that record
-// them.
+// Plan is the decisions of one secret change, the change's record and the
+// restart jobs it queues (one per restart_queued decision: every other
+// decision lives in the change's record only).
 type Plan struct {
 	ChangeID  string
 	Decisions []propagation.Decision
+	change    store.Change
 	jobs      []store.RestartJob
+	merged    []string // pending jobs coalesced decisions merged into
+	broken    []string // workspaces the loop breaker stops now
 }
 
 // Summary counts the plan's decisions by reason (for the audit entry).
@@ -58,6 +60,9 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		if err != nil {
 			return Plan{}, err
 		}
+		// Decisions in workspace id order: the facts query leaves the order
+		// to the database's cheapest join.
+		slices.SortFunc(all, func(a, b store.PropagationFacts) int { return strings.Compare(a.WorkspaceID, b.WorkspaceID) })
 		facts = all
 		// The affected-set query leaves the platform workspace out; its
 		// decision is still reported, and the rules skip it again.
@@ -118,6 +123,8 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 			facts[i].PendingJobID = ""
 		}
 	}
+	plan.Decisions = slices.Grow(plan.Decisions, len(facts))
+	restarts := 0
 	for _, f := range facts {
 		t := targetOf(f)
 		if t.RecentAutoRestarts >= s.limits().MaxAutoRestarts && !t.LoopBroken {
@@ -134,28 +141,36 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		}
 		d := propagation.Decide(t, caller, s.limits())
 		plan.Decisions = append(plan.Decisions, d)
-		job := store.RestartJob{
-			ID: ids.New("j"), OrgID: ch.OrgID, WorkspaceID: d.WorkspaceID, Automatic: true, Reason: d.Reason,
-			ChangeID: plan.ChangeID, CallerWorkspaceID: caller.Workspace, RequestedBy: p.TokenID,
-			MaxAttempts: s.cfg.MaxProvisionRetries, CreatedAt: now, UpdatedAt: now, FinishedAt: now,
-		}
 		switch d.Reason {
 		case propagation.ReasonRestartQueued:
-			job.State, job.FinishedAt = store.JobPending, time.Time{}
-			job.RunAfter = now.Add(s.cfg.CoalesceWindow + s.jitter())
+			restarts++
 		case propagation.ReasonCoalesced:
-			job.State, job.Note = store.JobSuperseded, mergedNote+f.PendingJobID
-		default:
-			job.State = store.JobSkipped
+			plan.merged = append(plan.merged, f.PendingJobID)
+		case propagation.ReasonLoopBreaker:
+			plan.broken = append(plan.broken, d.WorkspaceID)
 		}
-		plan.jobs = append(plan.jobs, job)
 	}
-	for _, id := range unknown {
-		plan.jobs = append(plan.jobs, store.RestartJob{
-			ID: ids.New("j"), OrgID: ch.OrgID, WorkspaceID: id, Automatic: true, State: store.JobSkipped,
-			Reason: propagation.ReasonKindUnknown, ChangeID: plan.ChangeID, CallerWorkspaceID: caller.Workspace,
-			RequestedBy: p.TokenID, MaxAttempts: s.cfg.MaxProvisionRetries, CreatedAt: now, UpdatedAt: now, FinishedAt: now,
-		})
+	// The jobs in one exact allocation: a fan-out's rows are most of what a
+	// plan allocates.
+	plan.jobs = make([]store.RestartJob, 0, restarts)
+	for _, d := range plan.Decisions {
+		if d.Reason == propagation.ReasonRestartQueued {
+			plan.jobs = append(plan.jobs, store.RestartJob{
+				ID: ids.New("j"), OrgID: ch.OrgID, WorkspaceID: d.WorkspaceID, Automatic: true, Reason: d.Reason,
+				State: store.JobPending, ChangeID: plan.ChangeID, CallerWorkspaceID: caller.Workspace, RequestedBy: p.TokenID,
+				MaxAttempts: s.cfg.MaxProvisionRetries, CreatedAt: now, UpdatedAt: now, RunAfter: now.Add(s.cfg.CoalesceWindow + s.jitter()),
+			})
+		}
+	}
+	op := "set"
+	if ch.Delete {
+		op = "delete"
+	}
+	plan.change = store.Change{ID: plan.ChangeID, OrgID: ch.OrgID, WorkspaceID: ch.WorkspaceID, Key: ch.Key, Op: op,
+		CallerWorkspaceID: caller.Workspace, RequestedBy: p.TokenID, CreatedAt: now, Total: len(plan.Decisions),
+		Restarts: len(plan.jobs), Counts: plan.Summary()}
+	if len(plan.jobs) == 0 {
+		plan.change.FinishedAt = now
 	}
 	return plan, nil
 }
@@ -200,27 +215,35 @@ func (s *Service) jitter() time.Duration {
 	return time.Duration(rand.Int64N(int64(s.cfg.Jitter)))
 }
 
-// applyPlan records the plan's jobs in the change's transaction: the
-// outbox. A crash after commit loses no restart; one before loses the
-// change with it.
+// applyPlan records the change and its restart jobs in the change's
+// transaction: the outbox. A crash after commit loses no restart; one
+// before loses the change with it.
 func (s *Service) applyPlan(ctx context.Context, tx store.Store, p auth.Principal, plan Plan) error {
-	if len(plan.jobs) == 0 {
+	if len(plan.Decisions) == 0 {
 		return nil
+	}
+	ds := make([]store.ChangeDecision, len(plan.Decisions))
+	for i, d := range plan.Decisions {
+		ds[i] = store.ChangeDecision{WorkspaceID: d.WorkspaceID, Reason: d.Reason}
+	}
+	if err := tx.InsertChange(ctx, plan.change, ds); err != nil {
+		return err
 	}
 	if err := tx.InsertJobs(ctx, plan.jobs); err != nil {
 		return err
 	}
-	for _, j := range plan.jobs {
-		if j.Reason == propagation.ReasonLoopBreaker {
-			w, err := tx.GetWorkspaceForUpdate(ctx, j.OrgID, j.WorkspaceID)
-			if err != nil {
+	if err := tx.MarkMerged(ctx, plan.merged); err != nil {
+		return err
+	}
+	for _, id := range plan.broken {
+		w, err := tx.GetWorkspaceForUpdate(ctx, plan.change.OrgID, id)
+		if err != nil {
+			return err
+		}
+		if !w.LoopBroken {
+			w.LoopBroken = true
+			if err := tx.UpdateWorkspace(ctx, w); err != nil {
 				return err
-			}
-			if !w.LoopBroken {
-				w.LoopBroken = true
-				if err := tx.UpdateWorkspace(ctx, w); err != nil {
-					return err
-				}
 			}
 		}
 	}

@@ -741,7 +741,7 @@ func TestRulesCoalesced(t *testing.T) {
 	require.Equal(t, map[string]int{"succeeded/restart_queued": 1, "superseded/coalesced": 2}, states)
 	for _, j := range js {
 		if j.Reason == propagation.ReasonCoalesced {
-			require.Contains(t, j.RequestedReason, "merged into pending job")
+			require.Contains(t, j.RequestedReason, "merged into")
 		}
 	}
 }

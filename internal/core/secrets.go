@@ -20,10 +20,13 @@ type SecretMeta struct {
 
 // SecretWrite is the outcome of a secret write or delete.
 type SecretWrite struct {
-	Key       string
-	Scope     string
-	Version   int64
-	DryRun    bool
+	Key     string
+	Scope   string
+	Version int64
+	DryRun  bool
+	// ChangeID names the change's record (not for a dry run, nor for a
+	// write that decided nothing).
+	ChangeID  string
 	Decisions []propagation.Decision
 }
 
@@ -210,6 +213,10 @@ func (s *Service) writeSecret(ctx context.Context, workspaceID, key string, valu
 		} else if err := tx.DeleteSecret(ctx, p.OrgID, workspaceID, key); err != nil {
 			return err
 		}
+		if len(plan.Decisions) > 0 {
+			out.ChangeID = plan.ChangeID
+			ev.Detail["change_id"] = plan.ChangeID
+		}
 		return s.applyPlan(ctx, tx, p, plan)
 	}
 	if dryRun {
@@ -330,6 +337,12 @@ func (s *Service) newFingerprinter(ctx context.Context, st store.Store, orgID st
 	if err != nil {
 		return nil, err
 	}
+	return s.fingerprinterOf(rows), nil
+}
+
+// fingerprinterOf makes a fingerprinter of the org's global secrets and
+// the own secrets of the workspaces it will be asked about.
+func (s *Service) fingerprinterOf(rows []store.Secret) *fingerprinter {
 	f := &fingerprinter{globals: map[string]string{}, own: map[string]map[string]string{}, keys: s.keys}
 	for _, r := range rows {
 		if r.WorkspaceID == "" {
@@ -343,7 +356,7 @@ func (s *Service) newFingerprinter(ctx context.Context, st store.Store, orgID st
 		}
 		m[r.Key] = r.ValueMAC
 	}
-	return f, nil
+	return f
 }
 
 func (f *fingerprinter) of(workspaceID string) string {

@@ -145,6 +145,7 @@ type target struct {
 	ws        string // workspace id
 	wsToken   string // that workspace's own token
 	job       string // a restart job of the workspace
+	change    string // a change of the workspace's own secret
 	tokenID   string // a token to revoke
 	globalKey string // a global secret to delete
 	userID    string // a person to remove
@@ -165,6 +166,7 @@ type authzFixture struct {
 	expired    string // an expired workspace token of the shared target
 	otherAdmin string // the admin of another org
 	otherOrgWS string // a workspace of the other org
+	global     string // a change of a global secret
 	b          target // another workspace of the org, with its token
 	shared     target // the default target: a running workspace
 
@@ -412,10 +414,14 @@ func newAuthzFixture(t *testing.T) *authzFixture {
 
 	// Secrets to see. The shared workspaces are manual and the others
 	// stopped, so no write in the matrix restarts anything.
-	_, err = e.Admin.SetSecret(ctx, "", "SHARED_GLOBAL", "g", false)
+	g, err := e.Admin.SetSecret(ctx, "", "SHARED_GLOBAL", "g", false)
 	require.NoError(t, err)
-	_, err = e.Admin.SetSecret(ctx, a.ID, "OWN_SECRET", "o", false)
+	f.global = g.ChangeID
+	own, err := e.Admin.SetSecret(ctx, a.ID, "OWN_SECRET", "o", false)
 	require.NoError(t, err)
+	f.shared.change = own.ChangeID
+	require.NotEmpty(t, f.global)
+	require.NotEmpty(t, f.shared.change)
 
 	eventually(t, 5*time.Second, func() bool {
 		_, err := e.Client(f.expired).Whoami(ctx)
@@ -776,6 +782,19 @@ func authzEndpoints() []endpoint {
 			},
 			want:  want{otherOrg: 403, otherWS: 403, ownWS: 403, admin: 403, owner: 204, personAdmin: 403},
 			state: userState},
+		// A change of a workspace's own secret is the workspace's to read; a
+		// global change (every workspace's decision) the org readers' only.
+		{name: "changes.get", method: "GET",
+			path: func(_ *authzFixture, tg *target) string { return "/v1/changes/" + tg.change }, want: wsRead,
+			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {
+				require.Equal(t, tg.change, decodeJSON[client.Change](t, r).ID)
+			}},
+		{name: "changes.decisions", method: "GET",
+			path: func(f *authzFixture, _ *target) string { return "/v1/changes/" + f.global + "/decisions" },
+			want: want{otherOrg: 404, otherWS: 404, ownWS: 404, admin: 200},
+			check: func(t *testing.T, f *authzFixture, _ *target, _ caller, r result) {
+				require.NotEmpty(t, decodeJSON[[]client.Decision](t, r))
+			}},
 		{name: "restarts.get", method: "GET",
 			path: func(_ *authzFixture, tg *target) string { return "/v1/restarts/" + tg.job }, want: wsRead,
 			check: func(t *testing.T, _ *authzFixture, tg *target, _ caller, r result) {

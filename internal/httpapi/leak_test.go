@@ -261,7 +261,13 @@ func TestSecretValuesNeverLeak(t *testing.T) {
 	jobs := decodeJSON[[]client.RestartJob](t, restarts)
 	require.NotEmpty(t, jobs, "the writes restarted the workspace")
 	for _, j := range jobs {
-		get("restart job", admin, "/v1/restarts/"+j.ID)
+		if j.ID != "" {
+			get("restart job", admin, "/v1/restarts/"+j.ID)
+		}
+		if j.ChangeID != "" {
+			get("change", admin, "/v1/changes/"+j.ChangeID)
+			get("change decisions", admin, "/v1/changes/"+j.ChangeID+"/decisions")
+		}
 	}
 	get("logs", admin, "/v1/workspaces/"+w.ID+"/logs")
 	get("audit", admin, "/v1/audit?limit=1000")

@@ -2,11 +2,16 @@ package httpapi
 
 import (
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/propagation"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -17,8 +22,10 @@ func (s *Server) boxRoutes(r chi.Router) {
 	s.handle(r, "GET", "/workspaces/{id}/restarts", s.listRestarts, "limit")
 	s.handle(r, "POST", "/workspaces/{id}/heartbeat", s.heartbeat)
 	s.handle(r, "GET", "/workspaces/{id}/logs", s.logs, "tail")
-	s.handle(r, "GET", "/restarts", s.listOrgRestarts, "limit")
+	s.handle(r, "GET", "/restarts", s.listOrgRestarts, "limit", "after")
 	s.handle(r, "GET", "/restarts/{id}", s.getRestart)
+	s.handle(r, "GET", "/changes/{id}", s.getChange)
+	s.handle(r, "GET", "/changes/{id}/decisions", s.listChangeDecisions, "limit", "after")
 
 	s.handle(r, "GET", "/workspaces/{id}/secrets", s.listWorkspaceSecrets)
 	s.handle(r, "GET", "/workspaces/{id}/secrets/values", s.secretValues)
@@ -106,18 +113,37 @@ func (s *Server) listRestarts(w http.ResponseWriter, r *http.Request, q query) {
 	writeJSON(w, 200, jobsJSON(list))
 }
 
+// listOrgRestarts lists the org's restart jobs newest first, paged by
+// (created_at, id) with an after cursor from the Link header.
 func (s *Server) listOrgRestarts(w http.ResponseWriter, r *http.Request, q query) {
-	limit, qerr := q.Int("limit")
+	pg, qerr := parsePage(q, "restarts", 0, func(k string) bool { _, ok := jobCursor(k); return ok })
 	if qerr != nil {
 		s.refuse(w, r, qerr)
 		return
 	}
-	list, err := s.svc.ListOrgRestarts(ctx(r), int(limit))
+	before, _ := jobCursor(pg.After)
+	list, err := s.svc.ListOrgRestarts(ctx(r), pg.Fetch(), before)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	list = trimPage(w, r, pg, list, func(j store.RestartJob) string {
+		return strconv.FormatInt(j.CreatedAt.UnixMicro(), 10) + "." + j.ID
+	})
 	writeJSON(w, 200, jobsJSON(list))
+}
+
+// jobCursor reads a restarts cursor key: "<created_at µs>.<job id>".
+func jobCursor(key string) (store.JobCursor, bool) {
+	if key == "" {
+		return store.JobCursor{}, true
+	}
+	at, id, ok := strings.Cut(key, ".")
+	us, err := strconv.ParseInt(at, 10, 64)
+	if !ok || err != nil || us <= 0 || !ids.Valid("j", id) {
+		return store.JobCursor{}, false
+	}
+	return store.JobCursor{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, true
 }
 
 func (s *Server) getRestart(w http.ResponseWriter, r *http.Request, q query) {
@@ -206,11 +232,64 @@ type secretBody struct {
 
 func writeResult(out core.SecretWrite) client.SecretWrite {
 	res := client.SecretWrite{Key: out.Key, Scope: out.Scope, Version: out.Version, DryRun: out.DryRun,
-		Decisions: make([]client.Decision, len(out.Decisions))}
-	for i, d := range out.Decisions {
-		res.Decisions[i] = client.Decision{WorkspaceID: d.WorkspaceID, Action: d.Action, Reason: d.Reason}
+		ChangeID: out.ChangeID, Summary: map[string]int{}}
+	for _, d := range out.Decisions {
+		res.Summary[d.Reason]++
+	}
+	ds := out.Decisions
+	if len(ds) > core.InlineDecisions {
+		ds, res.DecisionsTruncated = ds[:core.InlineDecisions], true
+	}
+	res.Decisions = decisionsJSON(ds)
+	if res.Decisions == nil {
+		res.Decisions = []client.Decision{}
 	}
 	return res
+}
+
+// ChangeJSON converts a change to its API shape.
+func ChangeJSON(c core.ChangeStatus) client.Change {
+	out := client.Change{ID: c.ID, OrgID: c.OrgID, Key: c.Key, Scope: "global", WorkspaceID: c.WorkspaceID, Op: c.Op,
+		CreatedAt: c.CreatedAt, FinishedAt: timePtr(c.FinishedAt), State: c.State, Total: c.Total, Counts: c.Counts,
+		Restarts: client.ChangeRestarts{Queued: c.Restarts, Pending: c.Pending, Running: c.Running,
+			Succeeded: c.Succeeded, Failed: c.Failed, Cancelled: c.Cancelled}}
+	if c.WorkspaceID != "" {
+		out.Scope = "workspace"
+	}
+	if out.Counts == nil {
+		out.Counts = map[string]int{}
+	}
+	return out
+}
+
+func (s *Server) getChange(w http.ResponseWriter, r *http.Request, q query) {
+	c, err := s.svc.GetChange(ctx(r), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, ChangeJSON(c))
+}
+
+// listChangeDecisions pages a change's decisions by workspace id (limit:
+// default and most 1,000; after: a cursor from the Link header).
+func (s *Server) listChangeDecisions(w http.ResponseWriter, r *http.Request, q query) {
+	pg, qerr := parsePage(q, "decisions", core.InlineDecisions, func(k string) bool { return ids.Valid("w", k) })
+	if qerr != nil {
+		s.refuse(w, r, qerr)
+		return
+	}
+	list, err := s.svc.ListChangeDecisions(ctx(r), chi.URLParam(r, "id"), pg.After, pg.Fetch())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list = trimPage(w, r, pg, list, func(d propagation.Decision) string { return d.WorkspaceID })
+	out := decisionsJSON(list)
+	if out == nil {
+		out = []client.Decision{}
+	}
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, q query, wsID string) {

@@ -132,3 +132,11 @@ func Decide(t Target, c Caller, l Limits) Decision {
 	}
 	return d
 }
+
+// ActionOf is the action a stored decision's reason stands for.
+func ActionOf(reason string) string {
+	if reason == ReasonCoalesced || reason == ReasonRestartQueued {
+		return ActionRestart
+	}
+	return ActionSkip
+}

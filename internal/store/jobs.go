@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,28 +16,28 @@ import (
 )
 
 const jobCols = `id, org_id, workspace_id, automatic, state, reason, note, change_id, caller_workspace_id, requested_by,
-	attempts, max_attempts, generation, run_after, lease_owner, lease_until, error, created_at, updated_at, started_at, finished_at`
+	attempts, max_attempts, generation, run_after, lease_owner, lease_until, error, created_at, updated_at, started_at, finished_at, merged`
 
-const jobColCount = 21
+const jobColCount = 22
 
 func jobArgs(j RestartJob) []any {
 	return []any{j.ID, j.OrgID, j.WorkspaceID, b2i(j.Automatic), j.State, j.Reason, j.Note, j.ChangeID,
 		j.CallerWorkspaceID, j.RequestedBy, j.Attempts, j.MaxAttempts, j.Generation, toMicros(j.RunAfter),
 		j.LeaseOwner, toMicros(j.LeaseUntil), j.Error, toMicros(j.CreatedAt), toMicros(j.UpdatedAt),
-		toMicros(j.StartedAt), toMicros(j.FinishedAt)}
+		toMicros(j.StartedAt), toMicros(j.FinishedAt), b2i(j.Merged)}
 }
 
 func scanJob(sc scanner) (RestartJob, error) {
 	var j RestartJob
-	var auto int
+	var auto, merged int
 	var runAfter, lease, created, updated, started, finished int64
 	err := sc.Scan(&j.ID, &j.OrgID, &j.WorkspaceID, &auto, &j.State, &j.Reason, &j.Note, &j.ChangeID,
 		&j.CallerWorkspaceID, &j.RequestedBy, &j.Attempts, &j.MaxAttempts, &j.Generation, &runAfter,
-		&j.LeaseOwner, &lease, &j.Error, &created, &updated, &started, &finished)
+		&j.LeaseOwner, &lease, &j.Error, &created, &updated, &started, &finished, &merged)
 	if err != nil {
 		return RestartJob{}, mapErr(err)
 	}
-	j.Automatic = auto != 0
+	j.Automatic, j.Merged = auto != 0, merged != 0
 	j.RunAfter, j.LeaseUntil = fromMicros(runAfter), fromMicros(lease)
 	j.CreatedAt, j.UpdatedAt, j.StartedAt, j.FinishedAt = fromMicros(created), fromMicros(updated), fromMicros(started), fromMicros(finished)
 	return j, nil
@@ -103,20 +106,20 @@ func (s *sqlStore) insertJobsUnnest(ctx context.Context, jobs []RestartJob) erro
 	str := func() []string { return make([]string, n) }
 	i64 := func() []int64 { return make([]int64, n) }
 	id, org, ws, state, reason, note, change, caller, by, owner, errs := str(), str(), str(), str(), str(), str(), str(), str(), str(), str(), str()
-	auto, attempts, maxAttempts, gen, runAfter, lease, created, updated, started, finished := i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64()
+	auto, attempts, maxAttempts, gen, runAfter, lease, created, updated, started, finished, merged := i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64(), i64()
 	for i, j := range jobs {
 		id[i], org[i], ws[i], state[i], reason[i], note[i] = j.ID, j.OrgID, j.WorkspaceID, j.State, j.Reason, j.Note
 		change[i], caller[i], by[i], owner[i], errs[i] = j.ChangeID, j.CallerWorkspaceID, j.RequestedBy, j.LeaseOwner, j.Error
 		auto[i], attempts[i], maxAttempts[i], gen[i] = int64(b2i(j.Automatic)), int64(j.Attempts), int64(j.MaxAttempts), j.Generation
 		runAfter[i], lease[i], created[i], updated[i] = toMicros(j.RunAfter), toMicros(j.LeaseUntil), toMicros(j.CreatedAt), toMicros(j.UpdatedAt)
-		started[i], finished[i] = toMicros(j.StartedAt), toMicros(j.FinishedAt)
+		started[i], finished[i], merged[i] = toMicros(j.StartedAt), toMicros(j.FinishedAt), int64(b2i(j.Merged))
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO restart_jobs (`+jobCols+`)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
 			$9::text[], $10::text[], $11::int[], $12::int[], $13::bigint[], $14::bigint[], $15::text[], $16::bigint[],
-			$17::text[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[])`,
+			$17::text[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::int[])`,
 		id, org, ws, auto, state, reason, note, change, caller, by, attempts, maxAttempts, gen, runAfter, owner, lease,
-		errs, created, updated, started, finished)
+		errs, created, updated, started, finished, merged)
 	if err != nil {
 		return fmt.Errorf("insert jobs: %w", mapErr(err))
 	}
@@ -198,11 +201,30 @@ func (s *sqlStore) queryJobs(ctx context.Context, q string, args ...any) ([]Rest
 }
 
 func (s *sqlStore) ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error) {
+	return s.ListJobsBefore(ctx, orgID, workspaceID, JobCursor{}, limit)
+}
+
+// ListJobsBefore lists jobs newest first, older than the cursor (none: from
+// the newest). Pending jobs and the others are read from their own indexes
+// (a plan inserts pending jobs without touching the history's) and merged.
+func (s *sqlStore) ListJobsBefore(ctx context.Context, orgID, workspaceID string, before JobCursor, limit int) ([]RestartJob, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	return s.queryJobs(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE org_id = $1 AND ($2 = '' OR workspace_id = $2)
-		ORDER BY created_at DESC, id DESC LIMIT $3`, orgID, workspaceID, limit)
+	at, id := int64(1<<62), ""
+	if !before.CreatedAt.IsZero() {
+		at, id = toMicros(before.CreatedAt), before.ID
+	}
+	scope := "org_id = $1 AND $2 = ''" // $2 typed for Postgres; empty here
+	if workspaceID != "" {
+		scope = "org_id = $1 AND workspace_id = $2"
+	}
+	page := func(state string) string {
+		return `SELECT ` + jobCols + ` FROM restart_jobs WHERE ` + scope + ` AND ` + state + `
+			AND (created_at < $3 OR (created_at = $3 AND id < $4)) ORDER BY created_at DESC, id DESC LIMIT $5`
+	}
+	return s.queryJobs(ctx, `SELECT * FROM (`+page("state <> 'pending'")+`) h UNION ALL SELECT * FROM (`+page("state = 'pending'")+`) p
+		ORDER BY created_at DESC, id DESC LIMIT $5`, orgID, workspaceID, at, id, limit)
 }
 
 func (s *sqlStore) ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error) {
@@ -217,67 +239,214 @@ func (s *sqlStore) ListOpenJobs(ctx context.Context, orgID, workspaceID string) 
 func (s *sqlStore) UpdateJob(ctx context.Context, j RestartJob) error {
 	err := affected(s.w.ExecContext(ctx, `UPDATE restart_jobs SET state = $3, reason = $4, note = $5, attempts = $6,
 		generation = $7, run_after = $8, lease_owner = $9, lease_until = $10, error = $11, updated_at = $12,
-		started_at = $13, finished_at = $14 WHERE org_id = $1 AND id = $2`,
+		started_at = $13, finished_at = $14, merged = $15 WHERE org_id = $1 AND id = $2`,
 		j.OrgID, j.ID, j.State, j.Reason, j.Note, j.Attempts, j.Generation, toMicros(j.RunAfter), j.LeaseOwner,
-		toMicros(j.LeaseUntil), j.Error, toMicros(j.UpdatedAt), toMicros(j.StartedAt), toMicros(j.FinishedAt)))
+		toMicros(j.LeaseUntil), j.Error, toMicros(j.UpdatedAt), toMicros(j.StartedAt), toMicros(j.FinishedAt), b2i(j.Merged)))
 	if err != nil {
 		return fmt.Errorf("update job %s: %w", j.ID, err)
 	}
 	return nil
 }
 
-// ClaimJob takes the next runnable job under the governor's caps: a pending
-// job whose time has come, or a running one whose owner's lease expired (a
-// crashed replica). It returns ErrNotFound when there is none or a cap is
-// reached.
+// ClaimJob takes the next runnable job under the governor's caps: a running
+// job whose owner's lease expired (a crashed replica) first, then the
+// pending job due first. It returns ErrNotFound when there is none or a
+// cap is reached.
+//
+// Its cost is bounded by what is open, never by history or by the length
+// of the queue: per org, one indexed count of its running jobs and one
+// indexed read of the head of its queue (a pending job whose workspace is
+// already restarting is stepped over; there are at most as many of those
+// as running jobs). The per-org cap is exact across replicas: the count and
+// the claim happen under a per-org transaction lock (Postgres; SQLite has
+// one writer), so claims of different orgs never wait for each other. The
+// overall cap is exact too, without a lock that serializes claims: a
+// claim takes one of MaxRunning slots (takeSlot).
 func (s *sqlStore) ClaimJob(ctx context.Context, owner string, now, leaseUntil time.Time, lim ClaimLimits) (RestartJob, error) {
-	var out RestartJob
-	err := s.InTx(ctx, func(txs Store) error {
-		tx := txs.(*sqlStore)
-		if tx.dialect == Postgres {
-			// Counting then claiming must be atomic across replicas, or two
-			// could each see room under a cap and both claim.
-			if _, err := tx.w.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7250158)`); err != nil {
+	nowUS := toMicros(now)
+	if lim.MaxRunning > 0 {
+		var running int
+		if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM restart_jobs WHERE state = 'running' AND lease_until >= $1`,
+			nowUS).Scan(&running); err != nil {
+			return RestartJob{}, fmt.Errorf("claim job: %w", mapErr(err))
+		}
+		if running >= lim.MaxRunning {
+			return RestartJob{}, ErrNotFound
+		}
+	}
+	perOrg := lim.MaxRunningPerOrg
+	if perOrg <= 0 {
+		perOrg = 1 << 30
+	}
+	orgs, err := s.claimCandidates(ctx, nowUS, perOrg)
+	if err != nil {
+		return RestartJob{}, err
+	}
+	for _, orgID := range orgs {
+		var out RestartJob
+		err := s.InTx(ctx, func(txs Store) error {
+			tx := txs.(*sqlStore)
+			if tx.dialect == Postgres {
+				if _, err := tx.w.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7250160, hashtext($1))`, orgID); err != nil {
+					return mapErr(err)
+				}
+			}
+			var running int
+			if err := tx.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM restart_jobs WHERE org_id = $1 AND state = 'running' AND lease_until >= $2`,
+				orgID, nowUS).Scan(&running); err != nil {
 				return mapErr(err)
 			}
+			if running >= perOrg {
+				return ErrNotFound
+			}
+			skipLocked := ""
+			if tx.dialect == Postgres {
+				skipLocked = " FOR UPDATE SKIP LOCKED"
+			}
+			j, err := scanJob(tx.w.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs
+				WHERE org_id = $1 AND state = 'running' AND lease_until < $2 ORDER BY lease_until LIMIT 1`+skipLocked, orgID, nowUS))
+			if errors.Is(err, ErrNotFound) {
+				j, err = scanJob(tx.w.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs j
+					WHERE j.org_id = $1 AND j.state = 'pending' AND j.run_after <= $2
+					  AND NOT EXISTS (SELECT 1 FROM restart_jobs r WHERE r.workspace_id = j.workspace_id AND r.state = 'running')
+					ORDER BY j.run_after, j.id LIMIT 1`+skipLocked, orgID, nowUS))
+			}
+			if err != nil {
+				return err
+			}
+			if lim.MaxRunning > 0 {
+				if err := tx.takeSlot(ctx, j.ID, lim.MaxRunning, nowUS); err != nil {
+					return err
+				}
+			}
+			j.State, j.LeaseOwner, j.LeaseUntil, j.UpdatedAt = JobRunning, owner, leaseUntil, now
+			j.Attempts++
+			if j.StartedAt.IsZero() {
+				j.StartedAt = now
+			}
+			if err := tx.UpdateJob(ctx, j); err != nil {
+				return err
+			}
+			out = j
+			return nil
+		})
+		if err == nil {
+			return out, nil
 		}
-		nowUS := toMicros(now)
-		var running int
-		if err := tx.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM restart_jobs WHERE state = 'running' AND lease_until >= $1`,
-			nowUS).Scan(&running); err != nil {
-			return mapErr(err)
+		if !errors.Is(err, ErrNotFound) {
+			return RestartJob{}, err
 		}
-		if lim.MaxRunning > 0 && running >= lim.MaxRunning {
-			return ErrNotFound
-		}
-		perOrg := lim.MaxRunningPerOrg
-		if perOrg <= 0 {
-			perOrg = 1 << 30
-		}
-		skipLocked := ""
-		if tx.dialect == Postgres {
-			skipLocked = " FOR UPDATE SKIP LOCKED"
-		}
-		j, err := scanJob(tx.w.QueryRowContext(ctx, `SELECT `+jobCols+` FROM restart_jobs j
-			WHERE ((j.state = 'pending' AND j.run_after <= $1) OR (j.state = 'running' AND j.lease_until < $1))
-			  AND NOT EXISTS (SELECT 1 FROM restart_jobs r WHERE r.workspace_id = j.workspace_id AND r.state = 'running' AND r.id <> j.id)
-			  AND (SELECT COUNT(*) FROM restart_jobs r WHERE r.org_id = j.org_id AND r.state = 'running' AND r.lease_until >= $1) < $2
-			ORDER BY j.run_after, j.id LIMIT 1`+skipLocked, nowUS, perOrg))
-		if err != nil {
-			return err
-		}
-		j.State, j.LeaseOwner, j.LeaseUntil, j.UpdatedAt = JobRunning, owner, leaseUntil, now
-		j.Attempts++
-		if j.StartedAt.IsZero() {
-			j.StartedAt = now
-		}
-		if err := tx.UpdateJob(ctx, j); err != nil {
-			return err
-		}
-		out = j
+	}
+	return RestartJob{}, ErrNotFound
+}
+
+// takeSlot gives job one of the max slots of the overall cap: a slot is
+// free when the job it last held is not running under a live lease.
+// Concurrent claims skip the slots others are taking (SKIP LOCKED) instead
+// of waiting; with none free, ErrNotFound.
+func (s *sqlStore) takeSlot(ctx context.Context, jobID string, max int, nowUS int64) error {
+	if err := s.ensureSlots(ctx, max); err != nil {
+		return err
+	}
+	skipLocked := ""
+	if s.dialect == Postgres {
+		skipLocked = " FOR UPDATE SKIP LOCKED"
+	}
+	var slot int
+	err := s.w.QueryRowContext(ctx, `SELECT t.slot FROM restart_slots t
+		WHERE t.slot < $1 AND NOT EXISTS (SELECT 1 FROM restart_jobs r WHERE r.id = t.job_id AND r.state = 'running' AND r.lease_until >= $2)
+		ORDER BY t.slot LIMIT 1`+skipLocked, max, nowUS).Scan(&slot)
+	if err != nil {
+		return mapErr(err)
+	}
+	if _, err := s.w.ExecContext(ctx, `UPDATE restart_slots SET job_id = $1 WHERE slot = $2`, jobID, slot); err != nil {
+		return mapErr(err)
+	}
+	return nil
+}
+
+// ensureSlots creates the slots up to max, once per process and size.
+func (s *sqlStore) ensureSlots(ctx context.Context, max int) error {
+	if int(s.slots.Load()) >= max {
 		return nil
-	})
-	return out, err
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO restart_slots (slot) VALUES `)
+	for i := 0; i < max; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(" + strconv.Itoa(i) + ")")
+	}
+	b.WriteString(` ON CONFLICT (slot) DO NOTHING`)
+	if _, err := s.w.ExecContext(ctx, b.String()); err != nil {
+		return mapErr(err)
+	}
+	s.slots.Store(int64(max))
+	return nil
+}
+
+// claimCandidates lists the orgs with runnable work and room under their
+// cap, the one whose work is due first first (expired leases before
+// anything pending).
+func (s *sqlStore) claimCandidates(ctx context.Context, nowUS int64, perOrg int) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM orgs`)
+	if err != nil {
+		return nil, fmt.Errorf("claim job: %w", mapErr(err))
+	}
+	var orgs []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("claim job: %w", mapErr(err))
+		}
+		orgs = append(orgs, id)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, fmt.Errorf("claim job: %w", mapErr(err))
+	}
+	type cand struct {
+		org string
+		due int64
+	}
+	var out []cand
+	for _, org := range orgs {
+		var running int
+		var expired int64
+		err := s.r.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MIN(CASE WHEN lease_until < $2 THEN lease_until END), -1)
+			FROM restart_jobs WHERE org_id = $1 AND state = 'running'`, org, nowUS).Scan(&running, &expired)
+		if err != nil {
+			return nil, fmt.Errorf("claim job: %w", mapErr(err))
+		}
+		if expired >= 0 {
+			out = append(out, cand{org, -1 << 62})
+			continue
+		}
+		if running >= perOrg {
+			continue
+		}
+		var due int64
+		err = s.r.QueryRowContext(ctx, `SELECT j.run_after FROM restart_jobs j
+			WHERE j.org_id = $1 AND j.state = 'pending' AND j.run_after <= $2
+			  AND NOT EXISTS (SELECT 1 FROM restart_jobs r WHERE r.workspace_id = j.workspace_id AND r.state = 'running')
+			ORDER BY j.run_after, j.id LIMIT 1`, org, nowUS).Scan(&due)
+		if errors.Is(mapErr(err), ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("claim job: %w", mapErr(err))
+		}
+		out = append(out, cand{org, due})
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].due < out[k].due })
+	ids := make([]string, len(out))
+	for i, c := range out {
+		ids[i] = c.org
+	}
+	return ids, nil
 }
 
 // RenewLease extends a running job's lease if owner still holds it.
@@ -343,7 +512,7 @@ func scanFacts(sc scanner) (PropagationFacts, error) {
 // ListPropagationFacts is the affected set of a global change, in one
 // query: every live workspace of the org except the platform workspace.
 func (s *sqlStore) ListPropagationFacts(ctx context.Context, orgID, key string, since time.Time) ([]PropagationFacts, error) {
-	rows, err := s.w.QueryContext(ctx, factsSelect+` WHERE w.org_id = $1 AND w.kind <> 'platform' AND w.status <> 'removed' ORDER BY w.id`,
+	rows, err := s.w.QueryContext(ctx, factsSelect+` WHERE w.org_id = $1 AND w.kind <> 'platform' AND w.status <> 'removed'`,
 		orgID, key, toMicros(since))
 	if err != nil {
 		return nil, fmt.Errorf("list propagation facts: %w", mapErr(err))
@@ -360,9 +529,20 @@ func (s *sqlStore) ListPropagationFacts(ctx context.Context, orgID, key string, 
 	return out, mapErr(rows.Err())
 }
 
+// factsOneSelect is factsSelect for one workspace: its recent restarts
+// are counted from its own rows, not by grouping the org's.
+const factsOneSelect = `SELECT w.id, w.kind, w.runtime, w.status, w.restart_policy, w.protected, w.loop_broken,
+	CASE WHEN s.key IS NULL THEN 0 ELSE 1 END, COALESCE(p.id, ''),
+	(SELECT COUNT(*) FROM restart_jobs r WHERE r.workspace_id = w.id AND r.automatic = 1 AND r.started_at > 0
+		AND r.started_at >= $3 AND r.state IN ('running', 'succeeded', 'failed'))
+	FROM workspaces w
+	LEFT JOIN secrets s ON s.org_id = w.org_id AND s.workspace_id = w.id AND s.key = $2
+	LEFT JOIN restart_jobs p ON p.workspace_id = w.id AND p.state = 'pending'
+	WHERE w.org_id = $1 AND w.id = $4`
+
 // GetPropagationFacts reads one workspace's facts.
 func (s *sqlStore) GetPropagationFacts(ctx context.Context, orgID, workspaceID, key string, since time.Time) (PropagationFacts, error) {
-	return scanFacts(s.w.QueryRowContext(ctx, factsSelect+` WHERE w.org_id = $1 AND w.id = $4`, orgID, key, toMicros(since), workspaceID))
+	return scanFacts(s.w.QueryRowContext(ctx, factsOneSelect, orgID, key, toMicros(since), workspaceID))
 }
 
 // ListActiveWorkspaces lists, across orgs, the workspaces that should have

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -88,7 +89,7 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &sqlStore{dialect: SQLite, db: wdb, rdb: rdb, path: path, file: fi,
+	s := &sqlStore{dialect: SQLite, db: wdb, rdb: rdb, path: path, file: fi, slots: new(atomic.Int64),
 		wc: newStmtCache(wdb), rc: newStmtCache(rdb)}
 	s.w, s.r = cachedDB{db: wdb, cache: s.wc}, cachedDB{db: rdb, cache: s.rc}
 	if err := s.migrate(ctx); err != nil {
@@ -106,7 +107,7 @@ func openPostgres(ctx context.Context, dsn string) (Store, error) {
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := &sqlStore{dialect: Postgres, db: db, w: db, r: db, dsn: dsn}
+	s := &sqlStore{dialect: Postgres, db: db, w: db, r: db, dsn: dsn, slots: new(atomic.Int64)}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

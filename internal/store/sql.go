@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,10 +35,11 @@ type sqlStore struct {
 	// Postgres, whose driver caches them per connection itself).
 	wc, rc *stmtCache
 	inTx   bool
-	conn   *sql.Conn   // the connection of the transaction (Postgres, inside InTx)
-	dsn    string      // Postgres: where to connect (a listener's own connection)
-	path   string      // SQLite: the database file
-	file   os.FileInfo // SQLite: that file as opened
+	conn   *sql.Conn     // the connection of the transaction (Postgres, inside InTx)
+	dsn    string        // Postgres: where to connect (a listener's own connection)
+	path   string        // SQLite: the database file
+	file   os.FileInfo   // SQLite: that file as opened
+	slots  *atomic.Int64 // restart slots known to exist (ensureSlots)
 }
 
 func (s *sqlStore) Dialect() string { return s.dialect }
@@ -151,7 +153,7 @@ func (s *sqlStore) runTx(ctx context.Context, missed *missedQueries, fn func(Sto
 	// SQLite it would hold the only writer connection for good. After
 	// Commit this is a no-op.
 	defer tx.Rollback() //nolint:errcheck
-	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true, conn: conn, dsn: s.dsn}
+	txs := &sqlStore{dialect: s.dialect, db: s.db, rdb: s.rdb, w: tx, r: tx, inTx: true, conn: conn, dsn: s.dsn, slots: s.slots}
 	if s.wc != nil {
 		// On SQLite the transaction's reads run on the writer connection
 		// too, so both go through the writer's statements.

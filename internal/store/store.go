@@ -124,6 +124,10 @@ type Store interface {
 	// ListSecretMACs lists every secret of the org, both scopes, without
 	// ciphertexts: enough to compute fingerprints and overrides.
 	ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error)
+	// ListSecretMACsOf is ListSecretMACs narrowed to the org's global
+	// secrets and those of the workspaces whose id is in (after, through]:
+	// what one page of a list of workspaces by id needs.
+	ListSecretMACsOf(ctx context.Context, orgID, after, through string) ([]Secret, error)
 
 	// Restart jobs.
 	InsertJobs(ctx context.Context, jobs []RestartJob) error
@@ -142,11 +146,27 @@ type Store interface {
 	LockPendingJobs(ctx context.Context, ids []string) (map[string]bool, error)
 	// ListJobs lists jobs newest first; workspaceID "" lists the org's.
 	ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error)
+	// ListJobsBefore is ListJobs from a cursor on: the jobs older than it.
+	ListJobsBefore(ctx context.Context, orgID, workspaceID string, before JobCursor, limit int) ([]RestartJob, error)
 	ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error)
 	// ListOpenJobs lists the workspace's pending and running jobs (at most
 	// one of each), however many decisions were recorded since.
 	ListOpenJobs(ctx context.Context, orgID, workspaceID string) ([]RestartJob, error)
 	UpdateJob(ctx context.Context, j RestartJob) error
+	// MarkMerged flags pending jobs into which changes were merged.
+	MarkMerged(ctx context.Context, jobIDs []string) error
+
+	// Changes (changes.go). InsertChange records a change with its
+	// decisions; ListChangeDecisions pages them by workspace id;
+	// ListWorkspaceDecisions finds one workspace's decisions in the org's
+	// changes since a time, newest first; RecordChangeOutcome counts one of
+	// a change's restart jobs ending.
+	InsertChange(ctx context.Context, c Change, ds []ChangeDecision) error
+	GetChange(ctx context.Context, orgID, id string) (Change, error)
+	ListChangeDecisions(ctx context.Context, orgID, changeID, after string, limit int) ([]ChangeDecision, error)
+	ListWorkspaceDecisions(ctx context.Context, orgID, workspaceID string, since time.Time, limit int) ([]WorkspaceDecision, error)
+	RecordChangeOutcome(ctx context.Context, orgID, changeID, state string, at time.Time) error
+	CountRunningForChange(ctx context.Context, orgID, changeID string) (int, error)
 	ClaimJob(ctx context.Context, owner string, now, leaseUntil time.Time, lim ClaimLimits) (RestartJob, error)
 	RenewLease(ctx context.Context, id, owner string, until time.Time) error
 	CountRecentAutoRestarts(ctx context.Context, workspaceID string, since time.Time) (int, error)

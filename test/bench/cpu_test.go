@@ -16,10 +16,10 @@ import (
 	"github.com/orgplane/orgplane/internal/testenv"
 )
 
-// cpuTime is the user+system CPU time of this process (who is
+// rusageCPU is the user+system CPU time of this process (who is
 // syscall.RUSAGE_SELF) or of its children that have ended and been waited
 // for (syscall.RUSAGE_CHILDREN).
-func cpuTime(b *testing.B, who int) time.Duration {
+func rusageCPU(b *testing.B, who int) time.Duration {
 	var ru syscall.Rusage
 	require.NoError(b, syscall.Getrusage(who, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -105,7 +105,7 @@ func BenchmarkRestartCPU(b *testing.B) {
 			restarts := 0
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				t0, s0, c0 := time.Now(), cpuTime(b, syscall.RUSAGE_SELF), cpuTime(b, syscall.RUSAGE_CHILDREN)
+				t0, s0, c0 := time.Now(), rusageCPU(b, syscall.RUSAGE_SELF), rusageCPU(b, syscall.RUSAGE_CHILDREN)
 				res, err := e.Service.SetSecret(actx, "", "ROTATED", fmt.Sprintf("v%d", i), false)
 				require.NoError(b, err)
 				want := map[string]bool{}
@@ -116,8 +116,8 @@ func BenchmarkRestartCPU(b *testing.B) {
 				}
 				require.Len(b, want, n)
 				waitJobsEnded(b, e, events, want, t0)
-				self += cpuTime(b, syscall.RUSAGE_SELF) - s0
-				children += cpuTime(b, syscall.RUSAGE_CHILDREN) - c0
+				self += rusageCPU(b, syscall.RUSAGE_SELF) - s0
+				children += rusageCPU(b, syscall.RUSAGE_CHILDREN) - c0
 				wall += time.Since(t0)
 				restarts += len(want)
 			}
@@ -144,9 +144,9 @@ func BenchmarkAtRestCPU200(b *testing.B) {
 	var self, wall time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		t0, s0 := time.Now(), cpuTime(b, syscall.RUSAGE_SELF)
+		t0, s0 := time.Now(), rusageCPU(b, syscall.RUSAGE_SELF)
 		time.Sleep(10 * time.Second)
-		self += cpuTime(b, syscall.RUSAGE_SELF) - s0
+		self += rusageCPU(b, syscall.RUSAGE_SELF) - s0
 		wall += time.Since(t0)
 	}
 	b.StopTimer()
