@@ -12,8 +12,12 @@ BEGIN
 END
 $$ LANGUAGE plpgsql;
 
+-- Once per statement, not per row: a fan-out inserts 100,000 pending jobs
+-- in one COPY, and a row trigger would run (and queue) 100,000 times. Every
+-- insert of jobs is of pending ones but for imports of history; a spurious
+-- wake-up costs one claim.
 CREATE TRIGGER restart_jobs_notify_insert AFTER INSERT ON restart_jobs
-    FOR EACH ROW WHEN (NEW.state = 'pending')
+    FOR EACH STATEMENT
     EXECUTE FUNCTION orgplane_notify_jobs();
 
 CREATE TRIGGER restart_jobs_notify_update AFTER UPDATE ON restart_jobs
