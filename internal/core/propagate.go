@@ -260,6 +260,9 @@ func (s *Service) afterPlan(ds []propagation.Decision) {
 	}
 	if queued {
 		s.kick()
+		// The jobs are due after the window and their jitter: the workers
+		// are woken then, not at their next poll.
+		time.AfterFunc(s.cfg.CoalesceWindow+s.cfg.Jitter, s.kick)
 	}
 }
 
