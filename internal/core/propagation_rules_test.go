@@ -201,7 +201,9 @@ func drain(t *testing.T, e *testenv.Env) {
 	t.Helper()
 	var counts map[string]int
 	quiet := 0
-	e.Eventually(15*time.Second, func() bool {
+	// A generous bound: under -race on a loaded machine a handful of
+	// restarts can take well over 15 s; a drain that ends returns at once.
+	e.Eventually(60*time.Second, func() bool {
 		c, err := e.Store.CountJobsByState(context.Background())
 		counts = c
 		if err == nil && c[store.JobPending] == 0 && c[store.JobRunning] == 0 {
