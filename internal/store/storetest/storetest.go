@@ -88,6 +88,7 @@ func Run(t *testing.T, open Opener) {
 		{"Jobs/ClaimBoundedByOpenWork", testClaimBoundedByOpenWork},
 		{"Jobs/MarkMerged", testMarkMerged},
 		{"Changes", testChanges},
+		{"Retention", testRetention},
 		{"InTx/LockOrgSerializes", testLockOrg},
 		{"InTx/RetriesDeadlock", testInTxRetriesDeadlock},
 		{"Jobs/GetForUpdateSerializes", testJobForUpdateSerializes},
