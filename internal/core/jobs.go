@@ -76,6 +76,11 @@ func (s *Service) Start(ctx context.Context) error {
 		defer s.bg.Done()
 		s.sweepApprovals(s.bgCtx)
 	}()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.pruneHistory(s.bgCtx)
+	}()
 	started = true
 	return nil
 }

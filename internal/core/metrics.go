@@ -30,6 +30,9 @@ type Metrics struct {
 	// person's verdict (approved, denied, answered, declined).
 	Approvals       *prometheus.CounterVec   // kind, state
 	DecisionSeconds *prometheus.HistogramVec // kind
+	// Retention: rows pruned by table ("restart_jobs", and "changes" for
+	// changes with their decision parts).
+	PrunedRows *prometheus.CounterVec // table
 }
 
 // NewMetrics registers orgplane's metrics on a fresh registry.
@@ -88,6 +91,10 @@ func NewMetrics() *Metrics {
 		Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 	}, []string{"kind"})
 	reg.MustRegister(m.Approvals, m.DecisionSeconds)
+	m.PrunedRows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orgplane_pruned_rows_total", Help: "Rows of history deleted by retention, by table (changes: with their decision parts).",
+	}, []string{"table"})
+	reg.MustRegister(m.PrunedRows)
 	reg.MustRegister(m.PlatformTransitions, m.PlatformRecoveries, m.PlatformNotRunning, m.PlatformsDown)
 	reg.MustRegister(m.Decisions, m.Restarts, m.RestartDuration, m.PropagationLag, m.BoxFailures,
 		m.Provisions, m.ProvisionLatency, m.RestartsInFlight, m.StaleWorkspaces,
