@@ -129,7 +129,7 @@ func newChangesDecisionsCmd(g *Globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 0 || limit > 1000 {
-				return errors.New("--page-size must be between 1 and 1000")
+				return errors.New("--page-size must be between 1 and 1000 (0: the server's default)")
 			}
 			c, err := g.Client()
 			if err != nil {
