@@ -21,17 +21,22 @@ func newAuditCmd(g *Globals) *cobra.Command {
 		workspace string
 		limit     int
 		before    int64
+		all       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Read the audit log, newest first",
 		Long: `Read the org's append-only audit log, newest first, one page at a time.
-When there are older entries, a hint gives the --before of the next page.`,
+When there are older entries, a hint gives the --before of the next page.
+A --limit above 500, or --all, is read in pages of 500.`,
 		Example: `  orgplane audit --workspace ws_123 --limit 20`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 0 {
 				return fmt.Errorf("--limit must be a positive number; got %d", limit)
+			}
+			if all && limit > 0 {
+				return fmt.Errorf("--all reads every entry: give it or --limit, not both")
 			}
 			if before < 0 {
 				return fmt.Errorf("--before must be an audit entry ID; got %d", before)
@@ -40,7 +45,7 @@ When there are older entries, a hint gives the --before of the next page.`,
 			if err != nil {
 				return err
 			}
-			page, err := c.ListAudit(cmd.Context(), workspace, limit, before)
+			page, err := readAudit(cmd, c, workspace, limit, before, all)
 			if err != nil {
 				return err
 			}
@@ -84,7 +89,34 @@ When there are older entries, a hint gives the --before of the next page.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&workspace, "workspace", "", "only entries about this workspace")
-	f.IntVar(&limit, "limit", 0, "entries per page (default: the server's, 100)")
+	f.IntVar(&limit, "limit", 0, "at most this many entries (default: the server's page, 100; above 500, read in pages of 500)")
 	f.Int64Var(&before, "before", 0, "only entries older than this entry ID (from the previous page's hint)")
+	f.BoolVar(&all, "all", false, "every entry (older than --before), read in pages of 500")
 	return cmd
+}
+
+// readAudit reads one page as asked, or walks pages of cliPage (at most
+// limit entries in all, or every one with all); NextBefore is then that of
+// the last page read.
+func readAudit(cmd *cobra.Command, c *client.Client, workspace string, limit int, before int64, all bool) (client.AuditPage, error) {
+	if !all && limit <= cliPage {
+		return c.ListAudit(cmd.Context(), workspace, limit, before)
+	}
+	out := client.AuditPage{Entries: []client.AuditEntry{}}
+	for {
+		n := cliPage
+		if !all {
+			n = min(n, limit-len(out.Entries))
+		}
+		page, err := c.ListAudit(cmd.Context(), workspace, n, before)
+		if err != nil {
+			return client.AuditPage{}, err
+		}
+		out.Entries = append(out.Entries, page.Entries...)
+		out.NextBefore = page.NextBefore
+		if page.NextBefore == 0 || len(page.Entries) == 0 || (!all && len(out.Entries) >= limit) {
+			return out, nil
+		}
+		before = page.NextBefore
+	}
 }

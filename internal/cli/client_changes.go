@@ -135,17 +135,17 @@ func newChangesDecisionsCmd(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pager := c.ChangeDecisions(args[0], limit)
 			var all []client.Decision
 			var t *table
 			if !g.JSON {
 				t = newTable(g.Stdout, "WORKSPACE", "ACTION", "REASON")
 			}
-			for pager.More() {
-				page, err := pager.Next(cmd.Context())
+			for after, first := "", true; first || after != ""; first = false {
+				page, next, err := c.ListChangeDecisionsPage(cmd.Context(), args[0], limit, after)
 				if err != nil {
 					return err
 				}
+				after = next
 				if g.JSON {
 					all = append(all, page...)
 					continue

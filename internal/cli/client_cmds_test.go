@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -582,6 +584,117 @@ func TestAudit(t *testing.T) {
 	require.Empty(t, f.requests()[1].Query)
 	require.Empty(t, r.stderr)
 	require.JSONEq(t, mustJSON(t, page), r.stdout)
+}
+
+// workspaces ls walks pages of 500 through the Link header, and prints
+// them as one list.
+func TestWorkspacesLsWalksPages(t *testing.T) {
+	t.Parallel()
+	f := newFakeAPI(t)
+	var all []client.Workspace
+	for i := range 1203 {
+		w := wsResearcher
+		w.ID, w.Name = fmt.Sprintf("ws_%04d", i), fmt.Sprintf("w%04d", i)
+		all = append(all, w)
+	}
+	f.mux.HandleFunc("GET /v1/workspaces", func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, "500", r.URL.Query().Get("limit"))
+		from := 0
+		if a := r.URL.Query().Get("after"); a != "" {
+			from, _ = strconv.Atoi(a)
+		}
+		to := min(from+500, len(all))
+		if to < len(all) {
+			w.Header().Set("Link", fmt.Sprintf(`</v1/workspaces?after=%d&limit=500>; rel="next"`, to))
+		}
+		writeTestJSON(w, 200, all[from:to])
+	})
+	r := f.run("", "workspaces", "ls", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var got []client.Workspace
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+	require.Len(t, got, len(all))
+	for i := range all {
+		require.Equal(t, all[i].ID, got[i].ID)
+	}
+	var queries []string
+	for _, q := range f.requests() {
+		queries = append(queries, q.Query)
+	}
+	require.Equal(t, []string{"limit=500", "after=500&limit=500", "after=1000&limit=500"}, queries)
+
+	r = f.run("", "workspaces", "ls")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, 1204, strings.Count(r.stdout, "\n"), "a header and every workspace")
+}
+
+// A server from before paging refuses the limit: the whole list is asked
+// for instead.
+func TestWorkspacesLsOldServer(t *testing.T) {
+	t.Parallel()
+	f := newFakeAPI(t)
+	f.mux.HandleFunc("GET /v1/workspaces", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			writeTestJSON(w, 400, errBody("unknown_query_param", "unknown query parameter \"limit\": this endpoint takes none"))
+			return
+		}
+		writeTestJSON(w, 200, []client.Workspace{wsPlatform, wsResearcher})
+	})
+	r := f.run("", "workspaces", "ls", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.JSONEq(t, mustJSON(t, []client.Workspace{wsPlatform, wsResearcher}), r.stdout)
+	require.Len(t, f.requests(), 2)
+}
+
+// A --limit above 500, or --all, reads the log in pages of 500.
+func TestAuditWalksPages(t *testing.T) {
+	t.Parallel()
+	f := newFakeAPI(t)
+	f.mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		before, _ := strconv.ParseInt(r.URL.Query().Get("before"), 10, 64)
+		if before == 0 {
+			before = 1301
+		}
+		page := client.AuditPage{Entries: []client.AuditEntry{}}
+		for id := before - 1; id >= 1 && len(page.Entries) < limit; id-- {
+			page.Entries = append(page.Entries, client.AuditEntry{ID: id, At: testTime, PrincipalKind: "admin", Action: "x", Outcome: "ok", Detail: json.RawMessage(`{}`)})
+		}
+		if last := page.Entries[len(page.Entries)-1].ID; last > 1 {
+			page.NextBefore = last
+		}
+		writeTestJSON(w, 200, page)
+	})
+	queries := func() []string {
+		var out []string
+		for _, q := range f.requests() {
+			out = append(out, q.Query)
+		}
+		f.mu.Lock()
+		f.reqs = nil
+		f.mu.Unlock()
+		return out
+	}
+
+	r := f.run("", "audit", "--limit", "1200", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var page client.AuditPage
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &page))
+	require.Len(t, page.Entries, 1200)
+	require.EqualValues(t, 1300, page.Entries[0].ID)
+	require.EqualValues(t, 101, page.Entries[1199].ID)
+	require.EqualValues(t, 101, page.NextBefore)
+	require.Equal(t, []string{"limit=500", "before=801&limit=500", "before=301&limit=200"}, queries())
+
+	r = f.run("", "audit", "--all", "--before", "1000")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, 1000, strings.Count(r.stdout, "\n"), "a header and entries 999 to 1")
+	require.Empty(t, r.stderr, "no hint after the last entry")
+	require.Equal(t, []string{"before=1000&limit=500", "before=500&limit=500"}, queries())
+
+	r = f.run("", "audit", "--all", "--limit", "5")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "--all reads every entry")
 }
 
 func TestAuditLastPageNoHint(t *testing.T) {

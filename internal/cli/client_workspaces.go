@@ -52,7 +52,7 @@ func newWorkspacesLsCmd(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := c.ListWorkspaces(cmd.Context())
+			list, err := allWorkspaces(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
@@ -68,6 +68,33 @@ func newWorkspacesLsCmd(g *Globals) *cobra.Command {
 			}
 			return t.flush()
 		},
+	}
+}
+
+// cliPage is how many entries the command line asks for at a time when it
+// walks a list: small enough for the server to answer fast, large enough
+// for few round trips.
+const cliPage = 500
+
+// allWorkspaces walks the workspaces in pages, so that a huge org is never
+// one answer. A server from before paging (which refuses the limit) is
+// asked for the whole list.
+func allWorkspaces(ctx context.Context, c *client.Client) ([]client.Workspace, error) {
+	var all []client.Workspace
+	for after := ""; ; {
+		page, next, err := c.ListWorkspacesPage(ctx, cliPage, after)
+		var ae *client.Error
+		if after == "" && errors.As(err, &ae) && ae.Code == "unknown_query_param" {
+			return c.ListWorkspaces(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if next == "" || next == after {
+			return all, nil
+		}
+		after = next
 	}
 }
 

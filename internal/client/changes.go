@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 )
 
 // Change states (Change.State).
@@ -25,65 +24,25 @@ func (c *Client) GetChange(ctx context.Context, id string) (Change, error) {
 	return out, err
 }
 
-// DecisionPager pages a change's decisions in workspace id order,
-// following the server's Link rel="next".
-type DecisionPager struct {
-	c    *Client
-	next string // the next page's path; "" once done
-}
-
-// ChangeDecisions returns a pager of the change's decisions, limit per
-// page (0: the server's default).
-func (c *Client) ChangeDecisions(id string, limit int) *DecisionPager {
+// ListChangeDecisionsPage reads one page of a change's decisions in
+// workspace id order: at most limit (1-1000; 0: the server's default)
+// after the cursor after ("" for the first page). next is the cursor of
+// the following page, "" after the last one (see ListWorkspacesPage).
+func (c *Client) ListChangeDecisionsPage(ctx context.Context, id string, limit int, after string) (list []Decision, next string, err error) {
 	q := url.Values{}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
+	}
+	if after != "" {
+		q.Set("after", after)
 	}
 	path := "/v1/changes/" + esc(id) + "/decisions"
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	return &DecisionPager{c: c, next: path}
-}
-
-// More reports whether Next has a page to read.
-func (p *DecisionPager) More() bool { return p.next != "" }
-
-// Next reads the next page; an empty page with More false ends it.
-func (p *DecisionPager) Next(ctx context.Context) ([]Decision, error) {
-	if p.next == "" {
-		return nil, nil
-	}
-	var out []Decision
-	h, err := p.c.do(ctx, http.MethodGet, p.next, nil, &out)
+	h, err := c.do(ctx, http.MethodGet, path, nil, &list)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	p.next = nextLink(h)
-	return out, nil
-}
-
-// nextLink finds the rel="next" target of a Link header. Only a path on
-// this server is followed: the token goes with it.
-func nextLink(h http.Header) string {
-	for _, v := range h.Values("Link") {
-		for link := range strings.SplitSeq(v, ",") {
-			target, params, ok := strings.Cut(strings.TrimSpace(link), ";")
-			if !ok || !strings.HasPrefix(target, "<") || !strings.HasSuffix(target, ">") {
-				continue
-			}
-			next := false
-			for p := range strings.SplitSeq(params, ";") {
-				k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
-				if strings.EqualFold(k, "rel") && strings.Trim(v, `"`) == "next" {
-					next = true
-				}
-			}
-			path := target[1 : len(target)-1]
-			if next && strings.HasPrefix(path, "/v1/") {
-				return path
-			}
-		}
-	}
-	return ""
+	return list, NextCursor(h), nil
 }

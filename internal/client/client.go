@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,8 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return err
 }
 
-// do is Do that also returns the answer's headers (paging links).
+// do is Do that also returns the answer's headers (nil when there is no
+// answer).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
@@ -71,7 +73,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
+		return resp.Header, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
 	if resp.StatusCode >= 400 {
 		var eb ErrorBody
@@ -112,6 +114,58 @@ func (c *Client) ListWorkspaces(ctx context.Context) ([]Workspace, error) {
 	var out []Workspace
 	err := c.Do(ctx, http.MethodGet, "/v1/workspaces", nil, &out)
 	return out, err
+}
+
+// ListWorkspacesPage lists one page of the workspaces the caller may see,
+// by id: at most limit (1-1000) after the cursor after ("" for the first
+// page). next is the cursor of the following page, "" after the last one.
+//
+//	for after := ""; ; {
+//		page, next, err := c.ListWorkspacesPage(ctx, 500, after)
+//		...
+//		if next == "" { break }
+//		after = next
+//	}
+func (c *Client) ListWorkspacesPage(ctx context.Context, limit int, after string) (list []Workspace, next string, err error) {
+	q := url.Values{}
+	q.Set("limit", strconv.Itoa(limit))
+	if after != "" {
+		q.Set("after", after)
+	}
+	h, err := c.do(ctx, http.MethodGet, "/v1/workspaces?"+q.Encode(), nil, &list)
+	if err != nil {
+		return nil, "", err
+	}
+	return list, NextCursor(h), nil
+}
+
+// NextCursor is the after cursor of the next page named by an answer's
+// Link header (RFC 8288, rel="next"); "" when there is none.
+func NextCursor(h http.Header) string {
+	for _, v := range h.Values("Link") {
+		for _, link := range strings.Split(v, ",") {
+			target, params, ok := strings.Cut(strings.TrimSpace(link), ";")
+			if !ok || !strings.HasPrefix(target, "<") || !strings.HasSuffix(target, ">") {
+				continue
+			}
+			next := false
+			for _, p := range strings.Split(params, ";") {
+				k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+				if strings.EqualFold(k, "rel") && slices.Contains(strings.Fields(strings.ToLower(strings.Trim(v, `"`))), "next") {
+					next = true
+				}
+			}
+			if !next {
+				continue
+			}
+			u, err := url.Parse(target[1 : len(target)-1])
+			if err != nil {
+				continue
+			}
+			return u.Query().Get("after")
+		}
+	}
+	return ""
 }
 
 // GetWorkspace returns one workspace.
@@ -209,4 +263,26 @@ func (c *Client) ListAudit(ctx context.Context, workspaceID string, limit int, b
 	var out AuditPage
 	err := c.Do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &out)
 	return out, err
+}
+
+// ListAuditPage lists one page of the audit log, newest first: at most
+// limit entries (1-1000; 0: the server's 100) older than the cursor after
+// ("" for the newest). next is the cursor of the next, older page, "" after
+// the last one.
+func (c *Client) ListAuditPage(ctx context.Context, workspaceID string, limit int, after string) (page AuditPage, next string, err error) {
+	q := url.Values{}
+	if workspaceID != "" {
+		q.Set("workspace_id", workspaceID)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if after != "" {
+		q.Set("after", after)
+	}
+	h, err := c.do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &page)
+	if err != nil {
+		return AuditPage{}, "", err
+	}
+	return page, NextCursor(h), nil
 }

@@ -59,13 +59,14 @@ func changeStatus(c store.Change, running int) ChangeStatus {
 	return st
 }
 
-// ListChangeDecisions pages a change's decisions by workspace id.
+// ListChangeDecisions pages a change's decisions by workspace id: up to
+// limit of those after the workspace id after.
 func (s *Service) ListChangeDecisions(ctx context.Context, id, after string, limit int) ([]propagation.Decision, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if limit < 1 || limit > InlineDecisions {
+	if limit < 1 || limit > InlineDecisions+1 { // a face may ask one more, to know whether a page follows
 		return nil, Invalid("invalid_limit", "limit must be between 1 and %d", InlineDecisions)
 	}
 	if _, err := s.visibleChange(ctx, p, id); err != nil {

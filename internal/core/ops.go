@@ -130,9 +130,9 @@ func (s *Service) ListRestarts(ctx context.Context, id string, limit int) ([]sto
 	return jobs, nil
 }
 
-// ListOrgRestarts lists the org's restart jobs and decisions, newest
-// first; admins only.
-func (s *Service) ListOrgRestarts(ctx context.Context, limit int) ([]store.RestartJob, error) {
+// ListOrgRestarts lists the org's restart jobs newest first, older than
+// before (zero: from the newest); admins only. limit 0 is 100.
+func (s *Service) ListOrgRestarts(ctx context.Context, limit int, before store.JobCursor) ([]store.RestartJob, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
@@ -140,10 +140,10 @@ func (s *Service) ListOrgRestarts(ctx context.Context, limit int) ([]store.Resta
 	if err := requireReader(p, "listing the org's restarts"); err != nil {
 		return nil, err
 	}
-	if limit < 0 || limit > 1000 {
-		return nil, Invalid("invalid_limit", "limit must be between 1 and 1000")
+	if limit < 0 || limit > MaxPageLimit+1 {
+		return nil, Invalid("invalid_limit", "limit must be between 1 and %d", MaxPageLimit)
 	}
-	return s.store.ListJobs(ctx, p.OrgID, "", limit)
+	return s.store.ListJobsBefore(ctx, p.OrgID, "", before, limit)
 }
 
 // GetRestart returns one job of the org.

@@ -100,18 +100,36 @@ func (s *Service) OrgByName(ctx context.Context, name string) (store.Org, error)
 
 // ListAudit pages the org's audit log, newest first; admins only.
 func (s *Service) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error) {
+	list, _, err := s.ListAuditPage(ctx, f)
+	return list, err
+}
+
+// ListAuditPage is ListAudit that also tells whether an older page may
+// follow (f.Limit entries a page, 100 when 0).
+func (s *Service) ListAuditPage(ctx context.Context, f store.AuditFilter) (list []store.AuditEntry, more bool, err error) {
 	p, err := principal(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := requireReader(p, "reading the audit log"); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if f.Limit < 0 || f.Limit > 1000 {
-		return nil, Invalid("invalid_limit", "limit must be between 1 and 1000")
+	if f.Limit < 0 || f.Limit > MaxPageLimit {
+		return nil, false, Invalid("invalid_limit", "limit must be between 1 and %d", MaxPageLimit)
 	}
 	if f.Before < 0 {
-		return nil, Invalid("invalid_before", "before must be a positive entry id")
+		return nil, false, Invalid("invalid_before", "before must be a positive entry id")
 	}
-	return s.store.ListAudit(ctx, p.OrgID, f)
+	if f.Limit == 0 {
+		f.Limit = 100
+	}
+	page := f.Limit
+	f.Limit++ // one more tells whether another page follows
+	if list, err = s.store.ListAudit(ctx, p.OrgID, f); err != nil {
+		return nil, false, err
+	}
+	if len(list) > page {
+		list, more = list[:page], true
+	}
+	return list, more, nil
 }

@@ -124,6 +124,7 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		}
 	}
 	plan.Decisions = slices.Grow(plan.Decisions, len(facts))
+	restarts := 0
 	for _, f := range facts {
 		t := targetOf(f)
 		if t.RecentAutoRestarts >= s.limits().MaxAutoRestarts && !t.LoopBroken {
@@ -142,15 +143,23 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		plan.Decisions = append(plan.Decisions, d)
 		switch d.Reason {
 		case propagation.ReasonRestartQueued:
+			restarts++
+		case propagation.ReasonCoalesced:
+			plan.merged = append(plan.merged, f.PendingJobID)
+		case propagation.ReasonLoopBreaker:
+			plan.broken = append(plan.broken, d.WorkspaceID)
+		}
+	}
+	// The jobs in one exact allocation: a fan-out's rows are most of what a
+	// plan allocates.
+	plan.jobs = make([]store.RestartJob, 0, restarts)
+	for _, d := range plan.Decisions {
+		if d.Reason == propagation.ReasonRestartQueued {
 			plan.jobs = append(plan.jobs, store.RestartJob{
 				ID: ids.New("j"), OrgID: ch.OrgID, WorkspaceID: d.WorkspaceID, Automatic: true, Reason: d.Reason,
 				State: store.JobPending, ChangeID: plan.ChangeID, CallerWorkspaceID: caller.Workspace, RequestedBy: p.TokenID,
 				MaxAttempts: s.cfg.MaxProvisionRetries, CreatedAt: now, UpdatedAt: now, RunAfter: now.Add(s.cfg.CoalesceWindow + s.jitter()),
 			})
-		case propagation.ReasonCoalesced:
-			plan.merged = append(plan.merged, f.PendingJobID)
-		case propagation.ReasonLoopBreaker:
-			plan.broken = append(plan.broken, d.WorkspaceID)
 		}
 	}
 	op := "set"

@@ -337,6 +337,12 @@ func (s *Service) newFingerprinter(ctx context.Context, st store.Store, orgID st
 	if err != nil {
 		return nil, err
 	}
+	return s.fingerprinterOf(rows), nil
+}
+
+// fingerprinterOf makes a fingerprinter of the org's global secrets and
+// the own secrets of the workspaces it will be asked about.
+func (s *Service) fingerprinterOf(rows []store.Secret) *fingerprinter {
 	f := &fingerprinter{globals: map[string]string{}, own: map[string]map[string]string{}, keys: s.keys}
 	for _, r := range rows {
 		if r.WorkspaceID == "" {
@@ -350,7 +356,7 @@ func (s *Service) newFingerprinter(ctx context.Context, st store.Store, orgID st
 		}
 		m[r.Key] = r.ValueMAC
 	}
-	return f, nil
+	return f
 }
 
 func (f *fingerprinter) of(workspaceID string) string {

@@ -103,34 +103,70 @@ func (s *Service) view(w store.Workspace) Workspace {
 	return v
 }
 
+// MaxPageLimit is the largest page a paged list answers.
+const MaxPageLimit = 1000
+
 // ListWorkspaces lists what the caller may see: the org's live workspaces
 // for an admin, only its own for a workspace token.
 func (s *Service) ListWorkspaces(ctx context.Context) ([]Workspace, error) {
+	list, _, err := s.ListWorkspacesPage(ctx, store.ListParams{})
+	return list, err
+}
+
+// ListWorkspacesPage is one page of ListWorkspaces, by id: at most p.Limit
+// workspaces (0: all) whose id is above p.After. more tells whether a
+// page may follow.
+func (s *Service) ListWorkspacesPage(ctx context.Context, lp store.ListParams) (list []Workspace, more bool, err error) {
 	p, err := principal(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	if lp.Limit < 0 || lp.Limit > MaxPageLimit {
+		return nil, false, Invalid("invalid_limit", "limit must be between 1 and %d", MaxPageLimit)
 	}
 	var rows []store.Workspace
 	if p.Kind == auth.KindWorkspace {
 		w, err := s.store.GetWorkspace(ctx, p.OrgID, p.WorkspaceID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		rows = []store.Workspace{w}
-	} else if rows, err = s.store.ListWorkspaces(ctx, p.OrgID, false, store.ListParams{}); err != nil {
-		return nil, err
+		rows = []store.Workspace{}
+		if w.ID > lp.After {
+			rows = append(rows, w)
+		}
+	} else {
+		fetch := lp
+		if fetch.Limit > 0 {
+			fetch.Limit++ // one more tells whether another page follows
+		}
+		if rows, err = s.store.ListWorkspaces(ctx, p.OrgID, false, fetch); err != nil {
+			return nil, false, err
+		}
+		if lp.Limit > 0 && len(rows) > lp.Limit {
+			rows, more = rows[:lp.Limit], true
+		}
 	}
 	var fp *fingerprinter
-	if s.keys != nil {
+	switch {
+	case s.keys == nil || len(rows) == 0:
+	case lp.Limit > 0 || p.Kind == auth.KindWorkspace:
+		// A page needs the secrets of its own workspaces only, not the
+		// org's: its cost stays that of a page.
+		macs, err := s.store.ListSecretMACsOf(ctx, p.OrgID, lp.After, rows[len(rows)-1].ID)
+		if err != nil {
+			return nil, false, err
+		}
+		fp = s.fingerprinterOf(macs)
+	default:
 		if fp, err = s.newFingerprinter(ctx, s.store, p.OrgID); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	out := make([]Workspace, len(rows))
+	list = make([]Workspace, len(rows))
 	for i, w := range rows {
-		out[i] = Workspace{Workspace: w, Stale: isStale(w, fp)}
+		list[i] = Workspace{Workspace: w, Stale: isStale(w, fp)}
 	}
-	return out, nil
+	return list, more, nil
 }
 
 // GetWorkspace returns one workspace the caller may see.

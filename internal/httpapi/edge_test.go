@@ -167,7 +167,9 @@ func TestQueryParametersAreStrict(t *testing.T) {
 	for _, c := range []struct {
 		method, path, code string
 	}{
-		{"GET", "/v1/workspaces?limit=5", "unknown_query_param"},
+		{"GET", "/v1/workspaces?limt=5", "unknown_query_param"},
+		{"GET", "/v1/workspaces?limit=0", "invalid_limit"},
+		{"GET", "/v1/workspaces?after=x", "invalid_after"},
 		{"GET", "/v1/whoami?as=admin", "unknown_query_param"},
 		{"GET", W + "?x", "unknown_query_param"},
 		{"GET", "/v1/secrets?dry_run=true", "unknown_query_param"},

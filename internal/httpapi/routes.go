@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -10,6 +11,7 @@ import (
 	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
+	"github.com/orgplane/orgplane/internal/ids"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -32,7 +34,7 @@ func (s *Server) handle(r chi.Router, method, pattern string, h handler, params 
 
 func (s *Server) routes(r chi.Router) {
 	s.handle(r, "GET", "/whoami", s.whoami)
-	s.handle(r, "GET", "/workspaces", s.listWorkspaces)
+	s.handle(r, "GET", "/workspaces", s.listWorkspaces, "limit", "after")
 	s.handle(r, "POST", "/workspaces", s.createWorkspace)
 	s.handle(r, "GET", "/workspaces/{id}", s.getWorkspace)
 	s.handle(r, "PATCH", "/workspaces/{id}", s.patchWorkspace)
@@ -40,7 +42,7 @@ func (s *Server) routes(r chi.Router) {
 	s.handle(r, "GET", "/tokens", s.listTokens)
 	s.handle(r, "POST", "/tokens", s.createToken)
 	s.handle(r, "DELETE", "/tokens/{id}", s.revokeToken)
-	s.handle(r, "GET", "/audit", s.listAudit, "workspace_id", "limit", "before")
+	s.handle(r, "GET", "/audit", s.listAudit, "workspace_id", "limit", "before", "after")
 	s.handle(r, "GET", "/policy", s.getPolicy)
 	s.handle(r, "PUT", "/policy", s.putPolicy)
 	s.handle(r, "GET", "/users", s.listUsers)
@@ -78,17 +80,23 @@ func WorkspaceJSON(w core.Workspace) client.Workspace {
 	return out
 }
 
+// listWorkspaces pages by id; without a limit it answers the whole list,
+// as it did before paging.
 func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, q query) {
-	list, err := s.svc.ListWorkspaces(ctx(r))
+	p, qerr := parsePage(q, "ws", 0, func(key string) bool { return ids.Valid("w", key) })
+	if qerr != nil {
+		s.refuse(w, r, qerr)
+		return
+	}
+	list, more, err := s.svc.ListWorkspacesPage(ctx(r), store.ListParams{After: p.After, Limit: p.Limit})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out := make([]client.Workspace, len(list))
-	for i, x := range list {
-		out[i] = WorkspaceJSON(x)
+	if more {
+		p.setNext(w, r, list[len(list)-1].ID)
 	}
-	writeJSON(w, 200, out)
+	s.writeWorkspaces(w, r, list)
 }
 
 func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request, q query) {
@@ -205,8 +213,13 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, q query) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// listAudit pages newest first: after (a cursor) and before (an entry id,
+// the older way) both mean "older than".
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, q query) {
-	limit, qerr := q.Int("limit")
+	p, qerr := parsePage(q, "audit", 100, func(key string) bool {
+		n, err := strconv.ParseInt(key, 10, 64)
+		return err == nil && n > 0 && strconv.FormatInt(n, 10) == key
+	})
 	if qerr != nil {
 		s.refuse(w, r, qerr)
 		return
@@ -216,16 +229,20 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, q query) {
 		s.refuse(w, r, qerr)
 		return
 	}
+	if q.Has("before") && q.Has("after") {
+		s.refuse(w, r, core.Invalid("invalid_query", "give after or before, not both: both page to older entries"))
+		return
+	}
+	if p.After != "" {
+		before, _ = strconv.ParseInt(p.After, 10, 64)
+	}
 	wsID, qerr := q.ID("workspace_id", "w")
 	if qerr != nil {
 		s.refuse(w, r, qerr)
 		return
 	}
-	if limit == 0 {
-		limit = 100
-	}
-	list, err := s.svc.ListAudit(ctx(r), store.AuditFilter{
-		WorkspaceID: wsID, Before: before, Limit: int(limit),
+	list, more, err := s.svc.ListAuditPage(ctx(r), store.AuditFilter{
+		WorkspaceID: wsID, Before: before, Limit: p.Limit,
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -240,8 +257,10 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, q query) {
 			RequestID: e.RequestID, Detail: json.RawMessage(e.Detail),
 		}
 	}
-	if len(list) == int(limit) {
-		page.NextBefore = list[len(list)-1].ID
+	if more {
+		last := list[len(list)-1].ID
+		page.NextBefore = last
+		p.setNext(w, r, strconv.FormatInt(last, 10))
 	}
 	writeJSON(w, 200, page)
 }

@@ -2,13 +2,16 @@ package httpapi
 
 import (
 	"net/http"
-	"net/url"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
+	"github.com/orgplane/orgplane/internal/ids"
+	"github.com/orgplane/orgplane/internal/propagation"
 	"github.com/orgplane/orgplane/internal/store"
 )
 
@@ -19,7 +22,7 @@ func (s *Server) boxRoutes(r chi.Router) {
 	s.handle(r, "GET", "/workspaces/{id}/restarts", s.listRestarts, "limit")
 	s.handle(r, "POST", "/workspaces/{id}/heartbeat", s.heartbeat)
 	s.handle(r, "GET", "/workspaces/{id}/logs", s.logs, "tail")
-	s.handle(r, "GET", "/restarts", s.listOrgRestarts, "limit")
+	s.handle(r, "GET", "/restarts", s.listOrgRestarts, "limit", "after")
 	s.handle(r, "GET", "/restarts/{id}", s.getRestart)
 	s.handle(r, "GET", "/changes/{id}", s.getChange)
 	s.handle(r, "GET", "/changes/{id}/decisions", s.listChangeDecisions, "limit", "after")
@@ -110,18 +113,37 @@ func (s *Server) listRestarts(w http.ResponseWriter, r *http.Request, q query) {
 	writeJSON(w, 200, jobsJSON(list))
 }
 
+// listOrgRestarts lists the org's restart jobs newest first, paged by
+// (created_at, id) with an after cursor from the Link header.
 func (s *Server) listOrgRestarts(w http.ResponseWriter, r *http.Request, q query) {
-	limit, qerr := q.Int("limit")
+	pg, qerr := parsePage(q, "restarts", 0, func(k string) bool { _, ok := jobCursor(k); return ok })
 	if qerr != nil {
 		s.refuse(w, r, qerr)
 		return
 	}
-	list, err := s.svc.ListOrgRestarts(ctx(r), int(limit))
+	before, _ := jobCursor(pg.After)
+	list, err := s.svc.ListOrgRestarts(ctx(r), pg.Fetch(), before)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	list = trimPage(w, r, pg, list, func(j store.RestartJob) string {
+		return strconv.FormatInt(j.CreatedAt.UnixMicro(), 10) + "." + j.ID
+	})
 	writeJSON(w, 200, jobsJSON(list))
+}
+
+// jobCursor reads a restarts cursor key: "<created_at µs>.<job id>".
+func jobCursor(key string) (store.JobCursor, bool) {
+	if key == "" {
+		return store.JobCursor{}, true
+	}
+	at, id, ok := strings.Cut(key, ".")
+	us, err := strconv.ParseInt(at, 10, 64)
+	if !ok || err != nil || us <= 0 || !ids.Valid("j", id) {
+		return store.JobCursor{}, false
+	}
+	return store.JobCursor{CreatedAt: time.UnixMicro(us).UTC(), ID: id}, true
 }
 
 func (s *Server) getRestart(w http.ResponseWriter, r *http.Request, q query) {
@@ -249,36 +271,20 @@ func (s *Server) getChange(w http.ResponseWriter, r *http.Request, q query) {
 	writeJSON(w, 200, ChangeJSON(c))
 }
 
-// listChangeDecisions pages a change's decisions by workspace id: limit
-// (default and most 1,000) and after (the last workspace id seen); the
-// next page's URL is in a Link header (rel="next").
+// listChangeDecisions pages a change's decisions by workspace id (limit:
+// default and most 1,000; after: a cursor from the Link header).
 func (s *Server) listChangeDecisions(w http.ResponseWriter, r *http.Request, q query) {
-	limit, qerr := q.Int("limit")
-	if qerr == nil && q.Has("limit") && limit == 0 {
-		qerr = core.Invalid("invalid_limit", "limit must be between 1 and %d", core.InlineDecisions)
-	}
+	pg, qerr := parsePage(q, "decisions", core.InlineDecisions, func(k string) bool { return ids.Valid("w", k) })
 	if qerr != nil {
 		s.refuse(w, r, qerr)
 		return
 	}
-	if limit == 0 {
-		limit = core.InlineDecisions
-	}
-	after, qerr := q.ID("after", "w")
-	if qerr != nil {
-		s.refuse(w, r, qerr)
-		return
-	}
-	id := chi.URLParam(r, "id")
-	list, err := s.svc.ListChangeDecisions(ctx(r), id, after, int(min(limit, 1<<20)))
+	list, err := s.svc.ListChangeDecisions(ctx(r), chi.URLParam(r, "id"), pg.After, pg.Fetch())
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(list) == int(limit) {
-		next := url.Values{"limit": {strconv.FormatInt(limit, 10)}, "after": {list[len(list)-1].WorkspaceID}}
-		w.Header().Set("Link", "</v1/changes/"+url.PathEscape(id)+"/decisions?"+next.Encode()+`>; rel="next"`)
-	}
+	list = trimPage(w, r, pg, list, func(d propagation.Decision) string { return d.WorkspaceID })
 	out := decisionsJSON(list)
 	if out == nil {
 		out = []client.Decision{}

@@ -115,7 +115,7 @@ func (b ServiceBackend) ListRestarts(ctx context.Context, workspaceID string, li
 	var list []store.RestartJob
 	var err error
 	if workspaceID == "" {
-		list, err = b.Svc.ListOrgRestarts(ctx, limit)
+		list, err = b.Svc.ListOrgRestarts(ctx, limit, store.JobCursor{})
 	} else {
 		list, err = b.Svc.ListRestarts(ctx, workspaceID, limit)
 	}

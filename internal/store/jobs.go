@@ -201,11 +201,30 @@ func (s *sqlStore) queryJobs(ctx context.Context, q string, args ...any) ([]Rest
 }
 
 func (s *sqlStore) ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error) {
+	return s.ListJobsBefore(ctx, orgID, workspaceID, JobCursor{}, limit)
+}
+
+// ListJobsBefore lists jobs newest first, older than the cursor (none: from
+// the newest). Pending jobs and the others are read from their own indexes
+// (a plan inserts pending jobs without touching the history's) and merged.
+func (s *sqlStore) ListJobsBefore(ctx context.Context, orgID, workspaceID string, before JobCursor, limit int) ([]RestartJob, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	return s.queryJobs(ctx, `SELECT `+jobCols+` FROM restart_jobs WHERE org_id = $1 AND ($2 = '' OR workspace_id = $2)
-		ORDER BY created_at DESC, id DESC LIMIT $3`, orgID, workspaceID, limit)
+	at, id := int64(1<<62), ""
+	if !before.CreatedAt.IsZero() {
+		at, id = toMicros(before.CreatedAt), before.ID
+	}
+	scope := "org_id = $1 AND $2 = ''" // $2 typed for Postgres; empty here
+	if workspaceID != "" {
+		scope = "org_id = $1 AND workspace_id = $2"
+	}
+	page := func(state string) string {
+		return `SELECT ` + jobCols + ` FROM restart_jobs WHERE ` + scope + ` AND ` + state + `
+			AND (created_at < $3 OR (created_at = $3 AND id < $4)) ORDER BY created_at DESC, id DESC LIMIT $5`
+	}
+	return s.queryJobs(ctx, `SELECT * FROM (`+page("state <> 'pending'")+`) h UNION ALL SELECT * FROM (`+page("state = 'pending'")+`) p
+		ORDER BY created_at DESC, id DESC LIMIT $5`, orgID, workspaceID, at, id, limit)
 }
 
 func (s *sqlStore) ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error) {

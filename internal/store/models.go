@@ -92,7 +92,7 @@ type AuditFilter struct {
 	TokenID string
 	Outcome string
 	Before  int64 // entries with ID < Before; 0: from the newest
-	Limit   int
+	Limit   int   // 0: 100; at most 1001 (a page of 1000, and one more to tell whether another follows)
 }
 
 // Secret scopes.
@@ -202,6 +202,13 @@ type PropagationFacts struct {
 	OverridesKey       bool // has its own secret with the changed key
 	PendingJobID       string
 	RecentAutoRestarts int
+}
+
+// JobCursor points at one job in a newest-first listing (by creation
+// time, then id).
+type JobCursor struct {
+	CreatedAt time.Time
+	ID        string
 }
 
 // ClaimLimits are the governor's caps, checked when a job is claimed.

@@ -132,15 +132,18 @@ func (s *sqlStore) queryWorkspaces(ctx context.Context, q string, args ...any) (
 }
 
 func (s *sqlStore) ListWorkspaces(ctx context.Context, orgID string, includeRemoved bool, p ListParams) ([]Workspace, error) {
-	limit := p.Limit
-	if limit <= 0 {
-		limit = -1
+	// Static texts rather than a "($3 = 1 OR status <> 'removed')" switch, so
+	// that each engine plans one range of the (org_id, id) index: a page is
+	// "id > after ORDER BY id LIMIT n", whatever the org's size.
+	q := `SELECT ` + workspaceCols + ` FROM workspaces WHERE org_id = $1 AND id > $2`
+	if !includeRemoved {
+		q += ` AND status <> 'removed'`
 	}
-	q := `SELECT ` + workspaceCols + ` FROM workspaces WHERE org_id = $1 AND id > $2 AND ($3 = 1 OR status <> 'removed') ORDER BY id`
-	if limit > 0 {
-		return s.queryWorkspaces(ctx, q+` LIMIT $4`, orgID, p.After, b2i(includeRemoved), limit)
+	q += ` ORDER BY id`
+	if p.Limit > 0 {
+		return s.queryWorkspaces(ctx, q+` LIMIT $3`, orgID, p.After, p.Limit)
 	}
-	return s.queryWorkspaces(ctx, q, orgID, p.After, b2i(includeRemoved))
+	return s.queryWorkspaces(ctx, q, orgID, p.After)
 }
 
 func (s *sqlStore) ListChildren(ctx context.Context, orgID, parentID string) ([]Workspace, error) {
@@ -281,16 +284,24 @@ func (s *sqlStore) ListAudit(ctx context.Context, orgID string, f AuditFilter) (
 	switch {
 	case limit <= 0:
 		limit = 100
-	case limit > 1000:
-		limit = 1000
+	case limit > 1001:
+		// 1000 a page, and one more to tell whether another page follows.
+		limit = 1001
 	}
 	before := f.Before
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
+	// A workspace's entries are a range of the (org_id, workspace_id, id)
+	// index; a "($3 = '' OR workspace_id = $3)" switch would scan the org's
+	// whole log for them on SQLite.
+	ws := `($3 = '' OR workspace_id = $3)`
+	if f.WorkspaceID != "" {
+		ws = `workspace_id = $3`
+	}
 	rows, err := s.r.QueryContext(ctx, `SELECT id, org_id, at, token_id, principal_kind, acting_workspace_id, action,
 		target_kind, target_id, workspace_id, outcome, request_id, detail FROM audit
-		WHERE org_id = $1 AND id < $2 AND ($3 = '' OR workspace_id = $3)
+		WHERE org_id = $1 AND id < $2 AND `+ws+`
 		AND ($5 = '' OR action = $5) AND ($6 = '' OR token_id = $6) AND ($7 = '' OR outcome = $7)
 		ORDER BY id DESC LIMIT $4`,
 		orgID, before, f.WorkspaceID, limit, f.Action, f.TokenID, f.Outcome)
@@ -499,9 +510,22 @@ func (s *sqlStore) CountSecretsByKeyID(ctx context.Context, keyID string) (int64
 	return n, nil
 }
 
+const secretMACCols = `org_id, workspace_id, key, key_id, value_mac, length(ciphertext), version, created_at, updated_at`
+
 func (s *sqlStore) ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT org_id, workspace_id, key, key_id, value_mac, length(ciphertext), version, created_at, updated_at
-		FROM secrets WHERE org_id = $1 ORDER BY workspace_id, key`, orgID)
+	return s.querySecretMACs(ctx, `SELECT `+secretMACCols+` FROM secrets WHERE org_id = $1 ORDER BY workspace_id, key`, orgID)
+}
+
+func (s *sqlStore) ListSecretMACsOf(ctx context.Context, orgID, after, through string) ([]Secret, error) {
+	// Two ranges of the primary key (org_id, workspace_id, key).
+	return s.querySecretMACs(ctx, `SELECT `+secretMACCols+` FROM secrets WHERE org_id = $1 AND workspace_id = ''
+		UNION ALL
+		SELECT `+secretMACCols+` FROM secrets WHERE org_id = $1 AND workspace_id > $2 AND workspace_id <= $3
+		ORDER BY 2, 3`, orgID, after, through)
+}
+
+func (s *sqlStore) querySecretMACs(ctx context.Context, q string, args ...any) ([]Secret, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list secret macs: %w", mapErr(err))
 	}

@@ -124,6 +124,10 @@ type Store interface {
 	// ListSecretMACs lists every secret of the org, both scopes, without
 	// ciphertexts: enough to compute fingerprints and overrides.
 	ListSecretMACs(ctx context.Context, orgID string) ([]Secret, error)
+	// ListSecretMACsOf is ListSecretMACs narrowed to the org's global
+	// secrets and those of the workspaces whose id is in (after, through]:
+	// what one page of a list of workspaces by id needs.
+	ListSecretMACsOf(ctx context.Context, orgID, after, through string) ([]Secret, error)
 
 	// Restart jobs.
 	InsertJobs(ctx context.Context, jobs []RestartJob) error
@@ -142,6 +146,8 @@ type Store interface {
 	LockPendingJobs(ctx context.Context, ids []string) (map[string]bool, error)
 	// ListJobs lists jobs newest first; workspaceID "" lists the org's.
 	ListJobs(ctx context.Context, orgID, workspaceID string, limit int) ([]RestartJob, error)
+	// ListJobsBefore is ListJobs from a cursor on: the jobs older than it.
+	ListJobsBefore(ctx context.Context, orgID, workspaceID string, before JobCursor, limit int) ([]RestartJob, error)
 	ListJobsByChange(ctx context.Context, orgID, changeID string) ([]RestartJob, error)
 	// ListOpenJobs lists the workspace's pending and running jobs (at most
 	// one of each), however many decisions were recorded since.

@@ -67,6 +67,11 @@ func BenchmarkApprovalDecisionToEnqueued(b *testing.B) {
 }
 
 func insertWorkspaces(b *testing.B, st store.Store, org core.NewOrg, n int) []store.Workspace {
+	return insertWorkspacesSpec(b, st, org, n, "{}")
+}
+
+// insertWorkspacesSpec is insertWorkspaces with the given process spec.
+func insertWorkspacesSpec(b *testing.B, st store.Store, org core.NewOrg, n int, spec string) []store.Workspace {
 	now := time.Now().UTC()
 	out := make([]store.Workspace, 0, n)
 	for start := 0; start < n; start += 1000 {
@@ -75,7 +80,7 @@ func insertWorkspaces(b *testing.B, st store.Store, org core.NewOrg, n int) []st
 			batch = batch[:0] // a retried transaction starts over
 			for j := start; j < start+1000 && j < n; j++ {
 				w := store.Workspace{ID: ids.New("w"), OrgID: org.Org.ID, ParentID: org.Platform.ID,
-					Name: fmt.Sprintf("w%06d", j), Kind: store.KindWorkspace, Runtime: "process", Spec: "{}",
+					Name: fmt.Sprintf("w%06d", j), Kind: store.KindWorkspace, Runtime: "process", Spec: spec,
 					Status: "running", RestartPolicy: "auto", Generation: 1, CreatedAt: now, UpdatedAt: now}
 				if err := tx.InsertWorkspace(context.Background(), w); err != nil {
 					return err

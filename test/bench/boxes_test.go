@@ -27,16 +27,32 @@ import (
 // real reference agent (the orgplane binary).
 func processEnv(b *testing.B, rt core.RuntimeConfig) *testenv.Env {
 	b.Helper()
+	return processEnvOpts(b, testenv.Options{Runtime: rt})
+}
+
+// processEnvOpts is processEnv with more options (Postgres, or the DBURL
+// and MasterKey of another replica); Provisioners and the agent command
+// are set here.
+func processEnvOpts(b *testing.B, opts testenv.Options) *testenv.Env {
+	b.Helper()
 	bin := e2etest.Binary(b)
 	proc, err := process.New(process.Config{LogDir: b.TempDir(), StopGrace: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(b, err)
-	rt.AgentCommand = []string{bin, "agent"}
-	e := testenv.New(b, testenv.Options{Runtime: rt, Provisioners: map[string]provision.Provisioner{provision.RuntimeProcess: proc}})
+	opts.Runtime.AgentCommand = []string{bin, "agent"}
+	opts.Provisioners = map[string]provision.Provisioner{provision.RuntimeProcess: proc}
+	// Registered before the Env's own clean-up, so that it runs after the
+	// control plane has stopped: boxes killed while it still ran were seen
+	// dead and recovered, and the new boxes outlived the benchmark.
+	var url string
 	b.Cleanup(func() {
-		e2etest.KillAllBoxesUnder(e.URL)
+		if url != "" {
+			e2etest.KillAllBoxesUnder(url)
+		}
 		proc.Close()
 	})
+	e := testenv.New(b, opts)
+	url = e.URL
 	return e
 }
 

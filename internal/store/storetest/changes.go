@@ -155,3 +155,61 @@ func testClaimBoundedByOpenWork(t *testing.T, f *fixture) {
 	require.Equal(t, running.ID, c.ID, "an expired lease first")
 	require.Equal(t, "r2", c.LeaseOwner)
 }
+
+// testListJobsBefore walks a workspace's and an org's jobs newest first in
+// pages: pending and finished ones merged, each once, in order.
+func testListJobsBefore(t *testing.T, f *fixture) {
+	_, p := f.org("acme")
+	a := f.ws(p, "a")
+	b := f.ws(p, "b")
+	var js []store.RestartJob
+	for i := range 25 {
+		w := a
+		if i%2 == 1 {
+			w = b
+		}
+		state := store.JobSucceeded
+		if i == 7 || i == 20 {
+			state = store.JobPending
+		}
+		at := t0.Add(time.Duration(i/3) * time.Second) // ties broken by id
+		js = append(js, newJob(w, state, func(j *store.RestartJob) { j.CreatedAt = at }))
+	}
+	// One pending job per workspace: 7 is b's, 20 is a's.
+	f.jobs(js...)
+	walk := func(ws string) []string {
+		var out []string
+		var cur store.JobCursor
+		for {
+			page, err := f.s.ListJobsBefore(f.ctx, p.OrgID, ws, cur, 4)
+			require.NoError(t, err)
+			for _, j := range page {
+				out = append(out, j.ID)
+			}
+			if len(page) < 4 {
+				return out
+			}
+			last := page[len(page)-1]
+			cur = store.JobCursor{CreatedAt: last.CreatedAt, ID: last.ID}
+		}
+	}
+	want := func(ws string) []string {
+		all, err := f.s.ListJobs(f.ctx, p.OrgID, ws, 1000)
+		require.NoError(t, err)
+		var ids []string
+		for i, j := range all {
+			ids = append(ids, j.ID)
+			if i > 0 {
+				prev := all[i-1]
+				require.True(t, prev.CreatedAt.After(j.CreatedAt) || prev.CreatedAt.Equal(j.CreatedAt) && prev.ID > j.ID, "newest first")
+			}
+		}
+		return ids
+	}
+	org := walk("")
+	require.Len(t, org, 25)
+	require.Equal(t, want(""), org)
+	require.Len(t, walk(a.ID), 13)
+	require.Equal(t, want(a.ID), walk(a.ID))
+	require.Equal(t, want(b.ID), walk(b.ID))
+}

@@ -87,6 +87,7 @@ func Run(t *testing.T, open Opener) {
 		{"Jobs/ListOpen", testListOpenJobs},
 		{"Jobs/ClaimBoundedByOpenWork", testClaimBoundedByOpenWork},
 		{"Jobs/MarkMerged", testMarkMerged},
+		{"Jobs/ListBefore", testListJobsBefore},
 		{"Changes", testChanges},
 		{"Retention", testRetention},
 		{"InTx/LockOrgSerializes", testLockOrg},
@@ -528,6 +529,13 @@ func testListWorkspaces(t *testing.T, f *fixture) {
 		require.Len(t, pages, (len(want)+6)/7)
 	}
 
+	// A page starts strictly after its cursor, which need not be a row
+	// (it may have been removed since), and rows added before the cursor
+	// never shift the pages after it.
+	page, err := f.s.ListWorkspaces(f.ctx, o.ID, false, store.ListParams{After: live[3] + "0", Limit: 2})
+	require.NoError(t, err)
+	require.Equal(t, live[4:6], wsIDs(page))
+
 	got, err = f.s.ListWorkspaces(f.ctx, o.ID, true, store.ListParams{After: all[len(all)-1]})
 	require.NoError(t, err)
 	require.NotNil(t, got, "an empty list is empty, not nil")
@@ -809,6 +817,23 @@ func testAudit(t *testing.T, f *fixture) {
 	page, err = f.s.ListAudit(f.ctx, o.ID, store.AuditFilter{})
 	require.NoError(t, err)
 	require.Len(t, page, 100)
+
+	// At most a page of 1000 and one more (which tells the API whether
+	// another page follows).
+	require.NoError(t, f.s.InTx(f.ctx, func(tx store.Store) error {
+		for range 1000 {
+			if _, err := tx.AppendAudit(f.ctx, store.AuditEntry{OrgID: o.ID, At: t0, PrincipalKind: "admin", Action: "bulk", Outcome: "ok"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	page, err = f.s.ListAudit(f.ctx, o.ID, store.AuditFilter{Limit: 1001})
+	require.NoError(t, err)
+	require.Len(t, page, 1001)
+	page, err = f.s.ListAudit(f.ctx, o.ID, store.AuditFilter{Limit: 5000})
+	require.NoError(t, err)
+	require.Len(t, page, 1001)
 }
 
 // The audit log is append-only in the schema, whatever code runs against it.
@@ -1159,6 +1184,28 @@ func testSecretMACs(t *testing.T, f *fixture) {
 	require.NoError(t, err)
 	require.NotNil(t, got)
 	require.Empty(t, got)
+
+	// A page of workspaces by id: the globals and the secrets of the
+	// workspaces in (after, through], no others.
+	ws := sorted(w.ID, f.ws(p, "x").ID, f.ws(p, "y").ID)
+	own := map[string]store.Secret{}
+	for _, id := range ws {
+		if id != w.ID {
+			own[id] = put(o.ID, id, "Z")
+		} else {
+			own[id] = wa
+		}
+		put(other.ID, id, "Q") // another org's, with the same ids: never listed
+	}
+	got, err = f.s.ListSecretMACsOf(f.ctx, o.ID, "", ws[0])
+	require.NoError(t, err)
+	require.Equal(t, []store.Secret{ga, gb, own[ws[0]]}, got)
+	got, err = f.s.ListSecretMACsOf(f.ctx, o.ID, ws[0], ws[2])
+	require.NoError(t, err)
+	require.Equal(t, []store.Secret{ga, gb, own[ws[1]], own[ws[2]]}, got)
+	got, err = f.s.ListSecretMACsOf(f.ctx, o.ID, ws[2], ws[2]+"z")
+	require.NoError(t, err)
+	require.Equal(t, []store.Secret{ga, gb}, got, "globals even for a page without secrets of its own")
 }
 
 // ---- restart jobs

@@ -45,6 +45,12 @@ ALTER TABLE restart_jobs ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
 DROP INDEX restart_jobs_ready;
 CREATE INDEX restart_jobs_pending ON restart_jobs (org_id, run_after, id) WHERE state = 'pending';
 CREATE INDEX restart_jobs_running ON restart_jobs (org_id, lease_until) WHERE state = 'running';
+-- History (newest first, per workspace and per org) leaves pending jobs
+-- out: a fan-out inserts its pending jobs without touching these, and the
+-- listings read the pending ones (few per workspace) from the queue.
+DROP INDEX restart_jobs_workspace;
+CREATE INDEX restart_jobs_workspace ON restart_jobs (workspace_id, created_at, id) WHERE state <> 'pending';
+CREATE INDEX restart_jobs_org ON restart_jobs (org_id, created_at, id) WHERE state <> 'pending';
 
 -- The overall cap on restarts in flight, across replicas, as slots: a
 -- claim takes a slot whose job is not running under a live lease, and
