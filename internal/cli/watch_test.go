@@ -37,7 +37,7 @@ func runningBoxes(t *testing.T, e *testenv.Env, n int) []string {
 		ids = append(ids, w.ID)
 	}
 	for _, id := range ids {
-		e.Eventually(10*time.Second, func() bool {
+		e.Eventually(30*time.Second, func() bool {
 			w, err := e.Admin.GetWorkspace(ctx, id)
 			return err == nil && w.Status == "running"
 		}, "%s running", id)

@@ -24,7 +24,7 @@ func runningWorkspaces(t *testing.T, e *testenv.Env, n int) []string {
 		ids = append(ids, w.ID)
 	}
 	for _, id := range ids {
-		e.Eventually(5*time.Second, func() bool {
+		e.Eventually(20*time.Second, func() bool {
 			x, err := e.Admin.GetWorkspace(ctx, id)
 			return err == nil && x.Status == "running"
 		}, "%s running", id)
@@ -36,7 +36,7 @@ func runningWorkspaces(t *testing.T, e *testenv.Env, n int) []string {
 func eventsUntil(t *testing.T, ch <-chan core.Event, last func(core.Event) bool) []core.Event {
 	t.Helper()
 	var got []core.Event
-	timeout := time.After(15 * time.Second)
+	timeout := time.After(30 * time.Second)
 	for {
 		select {
 		case ev := <-ch:

@@ -27,7 +27,7 @@ func TestRetentionPrunesFinishedHistory(t *testing.T) {
 	old, err := e.Admin.SetSecret(ctx, "", "API_KEY", "v1", false)
 	require.NoError(t, err)
 	var jobID string
-	e.Eventually(10*time.Second, func() bool {
+	e.Eventually(30*time.Second, func() bool {
 		c, err := e.Admin.GetChange(ctx, old.ChangeID)
 		return err == nil && c.State == client.ChangeSucceeded
 	}, "the change's restart succeeded")
@@ -46,18 +46,18 @@ func TestRetentionPrunesFinishedHistory(t *testing.T) {
 	clock.Advance(29 * 24 * time.Hour)
 	recent, err := e.Admin.SetSecret(ctx, "", "OTHER_KEY", "v1", false)
 	require.NoError(t, err)
-	e.Eventually(10*time.Second, func() bool {
+	e.Eventually(30*time.Second, func() bool {
 		c, err := e.Admin.GetChange(ctx, recent.ChangeID)
 		return err == nil && c.State == client.ChangeSucceeded
 	}, "the second change's restart succeeded")
 
 	clock.Advance(2 * 24 * time.Hour) // the first is 31 days old, the second 2
-	e.Eventually(10*time.Second, func() bool {
+	e.Eventually(30*time.Second, func() bool {
 		_, err := e.Admin.GetChange(ctx, old.ChangeID)
 		ce, ok := err.(*client.Error)
 		return ok && ce.Status == http.StatusNotFound
 	}, "the old change was pruned")
-	e.Eventually(10*time.Second, func() bool {
+	e.Eventually(30*time.Second, func() bool {
 		err := e.Admin.Do(ctx, http.MethodGet, "/v1/restarts/"+jobID, nil, nil)
 		ce, ok := err.(*client.Error)
 		return ok && ce.Status == http.StatusNotFound
