@@ -1003,6 +1003,10 @@ func TestHelpGolden(t *testing.T) {
 		{"secrets", "rm"},
 		{"restarts"},
 		{"restarts", "ls"},
+		{"changes"},
+		{"changes", "show"},
+		{"changes", "watch"},
+		{"changes", "decisions"},
 		{"audit"},
 		{"whoami"},
 	} {

@@ -34,7 +34,9 @@ func newSecretsCmd(g *Globals) *cobra.Command {
 to one workspace (--workspace), where they override a global of the same key.
 
 Setting or removing one shows what happens to each affected workspace
-(restart or skip, and why). --dry-run shows it without changing anything.`,
+(restart or skip, and why). --dry-run shows it without changing anything.
+--wait follows the restarts it queued until they have all ended (see
+"orgplane changes watch" for the output and exit codes).`,
 	})
 	cmd.AddCommand(newSecretsLsCmd(g), newSecretsSetCmd(g), newSecretsRmCmd(g))
 	return cmd
@@ -85,6 +87,7 @@ func newSecretsSetCmd(g *Globals) *cobra.Command {
 		workspace string
 		dryRun    bool
 		value     string
+		wait      waitFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "set KEY",
@@ -93,7 +96,10 @@ func newSecretsSetCmd(g *Globals) *cobra.Command {
 
 The value is read from stdin when stdin is not a terminal (one trailing
 newline is dropped), otherwise from a prompt that does not echo. --value
-works too, but leaves the secret in your shell history.`,
+works too, but leaves the secret in your shell history.
+
+--wait follows the restarts the write queued until they have all ended.
+` + waitHelp,
 		Example: `  orgplane secrets set OPENAI_API_KEY < key.txt
   orgplane secrets set DB_PASSWORD --workspace ws_123 --dry-run`,
 		Args: cobra.ExactArgs(1),
@@ -119,17 +125,21 @@ works too, but leaves the secret in your shell history.`,
 			if err != nil {
 				return err
 			}
+			if err := wait.check(dryRun); err != nil {
+				return err
+			}
 			res, err := c.SetSecret(cmd.Context(), workspace, key, v, dryRun)
 			if err != nil {
 				return err
 			}
-			return printSecretWrite(g, "set", key, workspace, dryRun, res)
+			return wait.after(cmd, g, c, "set", key, workspace, dryRun, res)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&workspace, "workspace", "", "set it on this workspace only (default: global)")
 	f.BoolVar(&dryRun, "dry-run", false, "show what would happen to each workspace; change nothing")
 	f.StringVar(&value, "value", "", "the value (discouraged: it stays in your shell history)")
+	wait.add(f)
 	return cmd
 }
 
@@ -137,12 +147,17 @@ func newSecretsRmCmd(g *Globals) *cobra.Command {
 	var (
 		workspace string
 		dryRun    bool
+		wait      waitFlags
 	)
 	cmd := &cobra.Command{
 		Use:     "rm KEY",
 		Aliases: []string{"delete"},
 		Short:   "Remove a secret",
-		Args:    cobra.ExactArgs(1),
+		Long: `Remove a global secret, or a workspace's with --workspace.
+
+--wait follows the restarts the removal queued until they have all ended.
+` + waitHelp,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
 			if key == "" {
@@ -152,16 +167,20 @@ func newSecretsRmCmd(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := wait.check(dryRun); err != nil {
+				return err
+			}
 			res, err := c.DeleteSecret(cmd.Context(), workspace, key, dryRun)
 			if err != nil {
 				return err
 			}
-			return printSecretWrite(g, "removed", key, workspace, dryRun, res)
+			return wait.after(cmd, g, c, "removed", key, workspace, dryRun, res)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&workspace, "workspace", "", "remove this workspace's secret (default: the global one)")
 	f.BoolVar(&dryRun, "dry-run", false, "show what would happen to each workspace; change nothing")
+	wait.add(f)
 	return cmd
 }
 
@@ -253,8 +272,22 @@ func printSecretWrite(g *Globals, verb, key, workspace string, dryRun bool, res 
 	} else if dry {
 		fmt.Fprintln(g.Stdout, "no workspace is affected")
 	}
+	if res.DecisionsTruncated {
+		shown, total := len(res.Decisions), 0
+		for _, n := range res.Summary {
+			total += n
+		}
+		fmt.Fprintf(g.Stdout, "(%d of %d decisions shown", shown, total)
+		if res.ChangeID != "" {
+			fmt.Fprintf(g.Stdout, "; all of them: orgplane changes decisions %s", cell(res.ChangeID))
+		}
+		fmt.Fprintln(g.Stdout, ")")
+	}
 	if dry {
 		fmt.Fprintln(g.Stdout, "dry run: nothing was changed")
+	}
+	if res.ChangeID != "" && !dry {
+		fmt.Fprintf(g.Stdout, "change %s (follow it: orgplane changes watch %s)\n", cell(res.ChangeID), cell(res.ChangeID))
 	}
 	return nil
 }

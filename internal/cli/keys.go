@@ -105,7 +105,10 @@ func newKeysCmd(g *Globals) *cobra.Command {
 		Long: `Make a new data key current and re-encrypt every secret under it, in batches.
 Servers keep serving meanwhile. If the command is interrupted, run it again: it
 resumes the same rotation. It changes no secret's value or version and restarts
-no box. Afterwards the old key can be retired with "orgplane keys retire ID".`,
+no box. Afterwards the old key can be retired with "orgplane keys retire ID".
+
+Progress (secrets re-encrypted so far) is shown on stderr: on a terminal one
+line rewritten in place, otherwise one line per batch.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if batch < 1 || batch > 10000 {
@@ -116,10 +119,19 @@ no box. Afterwards the old key can be retired with "orgplane keys retire ID".`,
 				return err
 			}
 			defer st.Close()
-			res, err := kr.RotateKeys(cmd.Context(), st, core.RotateOptions{BatchSize: batch, Settle: settle})
+			// Progress goes to stderr, so that stdout holds only the result
+			// (--json stays one object).
+			progress := newProgressLine(g.Stderr)
+			progress.set("rotating: 0 secrets re-encrypted so far")
+			res, err := kr.RotateKeys(cmd.Context(), st, core.RotateOptions{BatchSize: batch, Settle: settle,
+				Progress: func(done int64) {
+					progress.set(fmt.Sprintf("rotating: %d secrets re-encrypted so far", done))
+				}})
 			if err != nil {
+				progress.end()
 				return fmt.Errorf("rotate keys (run the command again to resume): %w", err)
 			}
+			progress.done(fmt.Sprintf("rotated: %d secrets re-encrypted", res.Reencrypted))
 			if err := core.AuditRotation(cmd.Context(), st, res); err != nil {
 				return err
 			}

@@ -103,7 +103,9 @@ client commands (workspaces, secrets, tokens, audit, ...).`,
 var extraCommands []func(g *Globals) []*cobra.Command
 
 // Main runs the command line and returns the exit code: 0, 1 on an error,
-// ExitApprovalRequired when the org's policy held a write for people.
+// ExitApprovalRequired when the org's policy held a write for people, and
+// for the commands that wait for a change ExitRestartFailed or
+// ExitTimeout.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := NewRoot(stdin, stdout, stderr)
 	root.SetArgs(args)
@@ -114,6 +116,13 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			asJSON, _ := root.PersistentFlags().GetBool("json")
 			printApprovalRequired(stdout, stderr, asJSON, gated.Approval)
 			return ExitApprovalRequired
+		}
+		var exit *exitError
+		if errors.As(err, &exit) {
+			if exit.msg != "" {
+				fmt.Fprintln(stderr, "error:", errorLine(err))
+			}
+			return exit.code
 		}
 		fmt.Fprintln(stderr, "error:", errorLine(err))
 		return 1

@@ -80,6 +80,7 @@ type runtimeFlags struct {
 	boxUIDs       string
 	boxDir        string
 	http          httpapi.Limits
+	retention     time.Duration
 }
 
 // DefaultBoxDir holds isolated process boxes' working directories: outside
@@ -124,6 +125,7 @@ func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.DurationVar(&r.http.StreamHeartbeat, "event-heartbeat", envDuration("ORGPLANE_EVENT_HEARTBEAT", 15*time.Second), "keep-alive comment and token re-check on event streams this often (env ORGPLANE_EVENT_HEARTBEAT)")
 	f.StringVar(&r.docker, "docker", envOr("ORGPLANE_DOCKER", "auto"), "docker runtime: on, off, or auto (on when an engine answers) (env ORGPLANE_DOCKER)")
 	f.StringVar(&r.dockerNetwork, "docker-network", os.Getenv("ORGPLANE_DOCKER_NETWORK"), "network mode of docker boxes, e.g. host (env ORGPLANE_DOCKER_NETWORK)")
+	f.DurationVar(&r.retention, "retention", envDuration("ORGPLANE_RETENTION", core.DefaultRetention), "finished restart jobs and changes older than this are pruned; 0 keeps them forever; the audit log is never pruned (env ORGPLANE_RETENTION)")
 	r.kube.add(f)
 }
 
@@ -162,6 +164,16 @@ func (r *runtimeFlags) apply(ctx context.Context, cfg *server.Config, dev bool) 
 	}
 	if r.http.MaxStreams < 1 || r.http.MaxStreamsPerToken < 1 {
 		return errors.New("--max-event-streams and --max-event-streams-per-token must be at least 1")
+	}
+	// History younger than an hour is what the loop breaker and the
+	// restart history read; pruning it would defeat them.
+	switch {
+	case r.retention == 0:
+		r.rt.Retention = -1 // never prune
+	case r.retention < time.Hour:
+		return fmt.Errorf("--retention %s: must be 0 (keep everything) or at least 1h", r.retention)
+	default:
+		r.rt.Retention = r.retention
 	}
 	cfg.Runtime, cfg.StopGrace, cfg.DockerNetwork, cfg.HTTP = r.rt, r.stopGrace, r.dockerNetwork, r.http
 	uids, err := process.ParseUIDRange(r.boxUIDs)

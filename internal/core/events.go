@@ -9,13 +9,16 @@ import (
 // Event is one change in an org, for the /v1/events stream. It carries ids
 // and codes only, never a secret value.
 type Event struct {
-	OrgID       string    `json:"org_id"`
-	Type        string    `json:"type"`
-	WorkspaceID string    `json:"workspace_id,omitempty"`
-	TargetID    string    `json:"target_id,omitempty"`
-	Status      string    `json:"status,omitempty"`
-	Reason      string    `json:"reason,omitempty"`
-	At          time.Time `json:"at"`
+	OrgID       string `json:"org_id"`
+	Type        string `json:"type"`
+	WorkspaceID string `json:"workspace_id,omitempty"`
+	TargetID    string `json:"target_id,omitempty"`
+	Status      string `json:"status,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	// ChangeID names the secret change a restart job belongs to
+	// (restart.* events) or the change itself (change.finished).
+	ChangeID string    `json:"change_id,omitempty"`
+	At       time.Time `json:"at"`
 }
 
 // Bus fans events out to subscribers. A slow subscriber loses events

@@ -89,6 +89,11 @@ func (s *Service) Start(ctx context.Context) error {
 		defer s.bg.Done()
 		s.sweepApprovals(s.bgCtx)
 	}()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.pruneHistory(s.bgCtx)
+	}()
 	started = true
 	return nil
 }
@@ -185,6 +190,8 @@ func (s *Service) execute(parent context.Context, j store.RestartJob) {
 		}
 	}()
 	started := s.clock.Now()
+	s.events.Publish(Event{OrgID: j.OrgID, Type: "restart.running", WorkspaceID: j.WorkspaceID, TargetID: j.ID, Reason: j.Reason,
+		ChangeID: j.ChangeID})
 	end := s.run(ctx, j)
 	if parent.Err() != nil && end.state == "" {
 		return // shutting down: the lease expires and a replica resumes the job
@@ -343,7 +350,10 @@ func (s *Service) updateJob(ctx context.Context, tx store.Store, from string, j 
 	if !wasOpen || !j.Finished() || j.ChangeID == "" || !j.Automatic {
 		return nil
 	}
-	return tx.RecordChangeOutcome(ctx, j.OrgID, j.ChangeID, j.State, j.UpdatedAt)
+	if err := tx.RecordChangeOutcome(ctx, j.OrgID, j.ChangeID, j.State, j.UpdatedAt); err != nil {
+		return err
+	}
+	return s.noteChangeFinished(ctx, tx, j.OrgID, j.ChangeID)
 }
 
 // boxGone reports whether the workspace's recorded box is known not to be
@@ -451,8 +461,11 @@ func (s *Service) finish(j store.RestartJob, end jobEnd, started time.Time) {
 	}
 	canRetry := state == store.JobFailed && j.Attempts < j.MaxAttempts && !end.final
 	retry := canRetry
+	changed := &changeEvents{}
 	err := s.durableTx(func(ctx context.Context, tx store.Store) error {
 		retry = canRetry
+		changed.evs = nil
+		ctx = withChangeEvents(ctx, changed)
 		if err := tx.LockOrg(ctx, j.OrgID); err != nil {
 			return err
 		}
@@ -519,6 +532,8 @@ func (s *Service) finish(j store.RestartJob, end jobEnd, started time.Time) {
 	}
 	if retry {
 		s.metrics.Restarts.WithLabelValues("retry").Inc()
+		s.events.Publish(Event{OrgID: j.OrgID, Type: "restart.retry", WorkspaceID: j.WorkspaceID, TargetID: j.ID, Reason: reason,
+			ChangeID: j.ChangeID})
 		return
 	}
 	if state == store.JobFailed && j.Reason == ReasonBoxFailed {
@@ -531,7 +546,9 @@ func (s *Service) finish(j store.RestartJob, end jobEnd, started time.Time) {
 			s.metrics.PropagationLag.Observe(now.Sub(j.CreatedAt).Seconds())
 		}
 	}
-	s.events.Publish(Event{OrgID: j.OrgID, Type: "restart." + state, WorkspaceID: j.WorkspaceID, TargetID: j.ID, Reason: reason})
+	s.events.Publish(Event{OrgID: j.OrgID, Type: "restart." + state, WorkspaceID: j.WorkspaceID, TargetID: j.ID, Reason: reason,
+		ChangeID: j.ChangeID})
+	changed.publish(s.events)
 }
 
 // scheduleRecoveryTx queues the re-provision of a dead box, with backoff, a

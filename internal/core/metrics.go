@@ -34,6 +34,9 @@ type Metrics struct {
 	// connected; connections made (more than one: it reconnected).
 	ListenerConnected prometheus.Gauge
 	ListenerConnects  prometheus.Counter
+	// Retention: rows pruned by table ("restart_jobs", and "changes" for
+	// changes with their decision parts).
+	PrunedRows *prometheus.CounterVec // table
 }
 
 // NewMetrics registers orgplane's metrics on a fresh registry.
@@ -98,6 +101,10 @@ func NewMetrics() *Metrics {
 		Name: "orgplane_store_listener_connects_total", Help: "Connections the store's notification listener made (more than one: it reconnected).",
 	})
 	reg.MustRegister(m.Approvals, m.DecisionSeconds, m.ListenerConnected, m.ListenerConnects)
+	m.PrunedRows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orgplane_pruned_rows_total", Help: "Rows of history deleted by retention, by table (changes: with their decision parts).",
+	}, []string{"table"})
+	reg.MustRegister(m.PrunedRows)
 	reg.MustRegister(m.PlatformTransitions, m.PlatformRecoveries, m.PlatformNotRunning, m.PlatformsDown)
 	reg.MustRegister(m.Decisions, m.Restarts, m.RestartDuration, m.PropagationLag, m.BoxFailures,
 		m.Provisions, m.ProvisionLatency, m.RestartsInFlight, m.StaleWorkspaces,

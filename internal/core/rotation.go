@@ -24,7 +24,9 @@ type RotateOptions struct {
 	// Settle is how long to keep sweeping for rows that servers running
 	// with the previous ring wrote under the old key (default 20s: servers
 	// reload their ring every 15s).
-	Settle   time.Duration
+	Settle time.Duration
+	// Progress, if set, is told after each batch how many rows this
+	// rotation has re-encrypted so far.
 	Progress func(done int64)
 }
 
@@ -79,7 +81,13 @@ func (k *Keyring) RotateKeys(ctx context.Context, st store.Store, opts RotateOpt
 	}
 	deadline := time.Now().Add(opts.Settle)
 	for {
-		n, remaining, err := k.sweep(ctx, st, res.NewKeyID, opts)
+		sweepOpts := opts
+		if opts.Progress != nil {
+			// sweep counts its own rows; the caller is told the total.
+			base := res.Reencrypted
+			sweepOpts.Progress = func(done int64) { opts.Progress(base + done) }
+		}
+		n, remaining, err := k.sweep(ctx, st, res.NewKeyID, sweepOpts)
 		res.Reencrypted += n
 		if err != nil {
 			return res, err

@@ -99,7 +99,16 @@ type RuntimeConfig struct {
 	// are expired, and approved actions left unexecuted are executed
 	// (default 5s).
 	SweepInterval time.Duration
+	// Retention: restart jobs that ended, and changes whose restarts all
+	// ended, longer ago than this are pruned (0: DefaultRetention;
+	// negative: never). The audit log is never pruned.
+	Retention time.Duration
+	// RetentionInterval is how often the pruning runs (default 1h).
+	RetentionInterval time.Duration
 }
+
+// DefaultRetention is how long finished restart jobs and changes are kept.
+const DefaultRetention = 30 * 24 * time.Hour
 
 func (c *RuntimeConfig) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
@@ -129,6 +138,10 @@ func (c *RuntimeConfig) defaults() {
 	def(&c.PlatformDownAlert, time.Minute)
 	def(&c.SupervisionLease, 15*time.Second)
 	def(&c.SweepInterval, 5*time.Second)
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	def(&c.RetentionInterval, time.Hour)
 	defInt(&c.MaxProvisionRetries, 3)
 	defInt(&c.MaxConcurrentRestarts, 4)
 	defInt(&c.MaxConcurrentRestartsPerOrg, 4)

@@ -53,6 +53,17 @@ func TestWorkspaceTools(t *testing.T) {
 			var restarts struct{ Restarts []client.RestartJob }
 			s.call(t, "list_restarts", map[string]any{"workspace_id": f.research.ID}, &restarts)
 
+			// The changes of its own secrets; not the org's global ones.
+			own, err := f.e.Client(f.wsToken).SetSecret(ctx, f.research.ID, "OWN_KEY", "v", false)
+			require.NoError(t, err)
+			var ch client.Change
+			s.call(t, "get_change", map[string]any{"change_id": own.ChangeID}, &ch)
+			require.Equal(t, own.ChangeID, ch.ID)
+			require.Equal(t, f.research.ID, ch.WorkspaceID)
+			global, err := f.e.Admin.SetSecret(ctx, "", "GLOBAL_KEY", "v", false)
+			require.NoError(t, err)
+			requireToolError(t, s.call(t, "get_change", map[string]any{"change_id": global.ChangeID}, nil), "not_found")
+
 			// A secret asked for: the person's value goes to the store,
 			// never through the agent.
 			const value = "sk-from-a-person-0123456789"

@@ -37,6 +37,8 @@ type Backend interface {
 	ListSecrets(ctx context.Context, workspaceID string) ([]client.SecretMeta, error)
 	SetSecret(ctx context.Context, workspaceID, key, value string, dryRun bool) (client.SecretWrite, error)
 	DeleteSecret(ctx context.Context, workspaceID, key string, dryRun bool) (client.SecretWrite, error)
+	// GetChange returns a secret change and how its restarts stand.
+	GetChange(ctx context.Context, id string) (client.Change, error)
 
 	ListAudit(ctx context.Context, workspaceID string, limit int, before int64) (client.AuditPage, error)
 

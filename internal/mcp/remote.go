@@ -159,6 +159,11 @@ func (b *RemoteBackend) ListApprovals(ctx context.Context, f ListFilter) ([]clie
 	return out, remote(err)
 }
 
+func (b *RemoteBackend) GetChange(ctx context.Context, id string) (client.Change, error) {
+	out, err := b.c.GetChange(ctx, id)
+	return out, remote(err)
+}
+
 func (b *RemoteBackend) GetApproval(ctx context.Context, id string) (client.Approval, error) {
 	out, err := b.c.GetApproval(ctx, id)
 	return out, remote(err)

@@ -125,6 +125,14 @@ func (b ServiceBackend) ListRestarts(ctx context.Context, workspaceID string, li
 	return httpapi.JobsJSON(list), nil
 }
 
+func (b ServiceBackend) GetChange(ctx context.Context, id string) (client.Change, error) {
+	c, err := b.Svc.GetChange(ctx, id)
+	if err != nil {
+		return client.Change{}, b.fail(ctx, err)
+	}
+	return httpapi.ChangeJSON(c), nil
+}
+
 func (b ServiceBackend) ListSecrets(ctx context.Context, workspaceID string) ([]client.SecretMeta, error) {
 	list, err := b.Svc.ListSecrets(ctx, workspaceID)
 	if err != nil {

@@ -109,6 +109,10 @@ type deleteSecretArgs struct {
 	DryRun      bool   `json:"dry_run,omitempty" jsonschema:"true: return the decisions and change nothing"`
 }
 
+type changeArg struct {
+	ChangeID string `json:"change_id" jsonschema:"the change's id (change_id of a secret write, or of a restart)"`
+}
+
 type auditArgs struct {
 	WorkspaceID string `json:"workspace_id,omitempty" jsonschema:"only entries about this workspace"`
 	Limit       int    `json:"limit,omitempty" jsonschema:"at most this many entries (default 100)"`
@@ -252,6 +256,11 @@ var allTools = []toolDef{
 		Annotations: hints("Delete a secret", false, true, true)}, mgmtOnly,
 		func(ctx context.Context, c call, in deleteSecretArgs) (Outcome[client.SecretWrite], error) {
 			return gated(c.b.DeleteSecret(ctx, in.WorkspaceID, in.Key, in.DryRun))
+		}),
+	newTool(sdk.Tool{Name: "get_change", Description: "Get a secret change: its decisions counted by reason, and where its restarts stand (state in_progress, succeeded or failed; queued, pending, running, succeeded, failed, cancelled). A workspace token sees the changes of its own workspace's secrets.",
+		Annotations: read("Get a secret change")}, both,
+		func(ctx context.Context, c call, in changeArg) (client.Change, error) {
+			return c.b.GetChange(ctx, in.ChangeID)
 		}),
 	newTool(sdk.Tool{Name: "list_audit", Description: "Read the org's audit log, newest first.",
 		Annotations: read("Read the audit log")}, mgmtOnly,

@@ -245,6 +245,13 @@ func runManagement(t *testing.T, f *fixture, s *session) {
 	require.Equal(t, "done", sw.Status)
 	require.Len(t, sw.Result.Decisions, 1)
 	require.Equal(t, "restart_queued", sw.Result.Decisions[0].Reason)
+	// Its change, as the API shows it.
+	var ch client.Change
+	s.call(t, "get_change", map[string]any{"change_id": sw.Result.ChangeID}, &ch)
+	require.Equal(t, sw.Result.ChangeID, ch.ID)
+	require.Equal(t, map[string]int{"restart_queued": 1}, ch.Counts)
+	require.Equal(t, 1, ch.Restarts.Queued)
+	requireToolError(t, s.call(t, "get_change", map[string]any{"change_id": "c_nope"}, nil), "not_found")
 	var secrets struct{ Secrets []client.SecretMeta }
 	r = s.call(t, "list_secrets", map[string]any{"workspace_id": f.research.ID}, &secrets)
 	require.NotContains(t, r.Text, value)

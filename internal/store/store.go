@@ -167,6 +167,14 @@ type Store interface {
 	ListWorkspaceDecisions(ctx context.Context, orgID, workspaceID string, since time.Time, limit int) ([]WorkspaceDecision, error)
 	RecordChangeOutcome(ctx context.Context, orgID, changeID, state string, at time.Time) error
 	CountRunningForChange(ctx context.Context, orgID, changeID string) (int, error)
+
+	// Retention (retention.go): PruneJobs deletes up to limit restart
+	// jobs that ended before cutoff; PruneChanges deletes, with their
+	// decision parts, changes whose restarts all ended before cutoff,
+	// about limit rows in all (in a transaction). Both return the rows
+	// deleted, oldest first; deleting is idempotent.
+	PruneJobs(ctx context.Context, cutoff time.Time, limit int) (int, error)
+	PruneChanges(ctx context.Context, cutoff time.Time, limit int) (int, error)
 	ClaimJob(ctx context.Context, owner string, now, leaseUntil time.Time, lim ClaimLimits) (RestartJob, error)
 	RenewLease(ctx context.Context, id, owner string, until time.Time) error
 	CountRecentAutoRestarts(ctx context.Context, workspaceID string, since time.Time) (int, error)

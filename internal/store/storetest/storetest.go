@@ -89,6 +89,7 @@ func Run(t *testing.T, open Opener) {
 		{"Jobs/MarkMerged", testMarkMerged},
 		{"Jobs/ListBefore", testListJobsBefore},
 		{"Changes", testChanges},
+		{"Retention", testRetention},
 		{"InTx/LockOrgSerializes", testLockOrg},
 		{"InTx/RetriesDeadlock", testInTxRetriesDeadlock},
 		{"Jobs/GetForUpdateSerializes", testJobForUpdateSerializes},
