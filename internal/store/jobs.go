@@ -461,7 +461,7 @@ func (s *sqlStore) RenewLease(ctx context.Context, id, owner string, until time.
 
 func (s *sqlStore) CountRecentAutoRestarts(ctx context.Context, workspaceID string, since time.Time) (int, error) {
 	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM restart_jobs WHERE workspace_id = $1 AND automatic = 1
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM restart_jobs WHERE workspace_id = $1 AND state <> 'pending' AND automatic = 1
 		AND state IN ('running', 'succeeded', 'failed') AND started_at > 0 AND started_at >= $2`, workspaceID, toMicros(since)).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count restarts: %w", mapErr(err))
@@ -530,11 +530,13 @@ func (s *sqlStore) ListPropagationFacts(ctx context.Context, orgID, key string, 
 }
 
 // factsOneSelect is factsSelect for one workspace: its recent restarts
-// are counted from its own rows, not by grouping the org's.
+// are counted from its own rows, not by grouping the org's (the literal
+// "state <> 'pending'" lets SQLite use the partial history index of the
+// workspace; it cannot prove that from the IN list).
 const factsOneSelect = `SELECT w.id, w.kind, w.runtime, w.status, w.restart_policy, w.protected, w.loop_broken,
 	CASE WHEN s.key IS NULL THEN 0 ELSE 1 END, COALESCE(p.id, ''),
-	(SELECT COUNT(*) FROM restart_jobs r WHERE r.workspace_id = w.id AND r.automatic = 1 AND r.started_at > 0
-		AND r.started_at >= $3 AND r.state IN ('running', 'succeeded', 'failed'))
+	(SELECT COUNT(*) FROM restart_jobs r WHERE r.workspace_id = w.id AND r.state <> 'pending' AND r.automatic = 1
+		AND r.started_at > 0 AND r.started_at >= $3 AND r.state IN ('running', 'succeeded', 'failed'))
 	FROM workspaces w
 	LEFT JOIN secrets s ON s.org_id = w.org_id AND s.workspace_id = w.id AND s.key = $2
 	LEFT JOIN restart_jobs p ON p.workspace_id = w.id AND p.state = 'pending'
