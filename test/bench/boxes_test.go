@@ -188,7 +188,6 @@ func BenchmarkGlobalRotation200(b *testing.B) {
 		t0 := time.Now()
 		res, err := e.Service.SetSecret(actx, "", "ROTATED", fmt.Sprintf("v%d", i), false)
 		require.NoError(b, err)
-		var lags []time.Duration
 		for _, d := range res.Decisions {
 			if d.Action != "restart" {
 				continue
@@ -198,19 +197,7 @@ func BenchmarkGlobalRotation200(b *testing.B) {
 		}
 		total := time.Since(t0)
 		// Each box's lag, from the write to its job's success.
-		for _, id := range ids {
-			var job store.RestartJob
-			e.Eventually(30*time.Second, func() bool {
-				jobs, err := e.Store.ListJobs(ctx, e.Org.Org.ID, id, 1)
-				if err != nil || len(jobs) == 0 {
-					return false
-				}
-				job = jobs[0]
-				return job.Finished()
-			}, "job of %s finished", id)
-			require.Equal(b, store.JobSucceeded, job.State)
-			lags = append(lags, job.FinishedAt.Sub(t0))
-		}
+		lags := restartLags(b, e, ids, t0)
 		b.ReportMetric(percentile(lags, 0.5).Seconds(), "lag-p50-s")
 		b.ReportMetric(percentile(lags, 0.99).Seconds(), "lag-p99-s")
 		b.ReportMetric(total.Seconds(), "total-s")
@@ -231,4 +218,26 @@ func benchRestarts(b *testing.B, e *testenv.Env, events <-chan core.Event, wsID 
 			waitHealthy(b, e, events, wsID, gen)
 		}
 	})
+}
+
+// restartLags waits for the newest restart job of each workspace to
+// finish, requires that it succeeded, and returns each one's lag from t0
+// (the write) to its success.
+func restartLags(b *testing.B, e *testenv.Env, ids []string, t0 time.Time) []time.Duration {
+	b.Helper()
+	lags := make([]time.Duration, 0, len(ids))
+	for _, id := range ids {
+		var job store.RestartJob
+		e.Eventually(30*time.Second, func() bool {
+			jobs, err := e.Store.ListJobs(context.Background(), e.Org.Org.ID, id, 1)
+			if err != nil || len(jobs) == 0 {
+				return false
+			}
+			job = jobs[0]
+			return job.Finished()
+		}, "job of %s finished", id)
+		require.Equal(b, store.JobSucceeded, job.State)
+		lags = append(lags, job.FinishedAt.Sub(t0))
+	}
+	return lags
 }

@@ -24,7 +24,6 @@ import (
 	"github.com/orgplane/orgplane/internal/kubetest"
 	"github.com/orgplane/orgplane/internal/provision"
 	kubeprov "github.com/orgplane/orgplane/internal/provision/kubernetes"
-	"github.com/orgplane/orgplane/internal/store"
 	"github.com/orgplane/orgplane/internal/testenv"
 )
 
@@ -155,20 +154,7 @@ func BenchmarkKubeRotation200(b *testing.B) {
 		}
 		total := time.Since(t0)
 		calls := e.calls.Load() - before
-		var lags []time.Duration
-		for _, id := range ids {
-			var job store.RestartJob
-			e.Eventually(30*time.Second, func() bool {
-				jobs, err := e.Store.ListJobs(ctx, e.Org.Org.ID, id, 1)
-				if err != nil || len(jobs) == 0 {
-					return false
-				}
-				job = jobs[0]
-				return job.Finished()
-			}, "job of %s finished", id)
-			require.Equal(b, store.JobSucceeded, job.State)
-			lags = append(lags, job.FinishedAt.Sub(t0))
-		}
+		lags := restartLags(b, e.Env, ids, t0)
 		b.ReportMetric(percentile(lags, 0.5).Seconds(), "lag-p50-s")
 		b.ReportMetric(percentile(lags, 0.99).Seconds(), "lag-p99-s")
 		b.ReportMetric(total.Seconds(), "total-s")

@@ -12,7 +12,6 @@ import (
 	"github.com/orgplane/orgplane/internal/auth"
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
-	"github.com/orgplane/orgplane/internal/store"
 	"github.com/orgplane/orgplane/internal/testenv"
 )
 
@@ -98,20 +97,7 @@ func benchRotationCaps(b *testing.B, replicas bool, limit int) {
 		total := time.Since(t0)
 		b.StopTimer()
 		require.Equal(b, n, restarts)
-		var lags []time.Duration
-		for _, id := range ids {
-			var job store.RestartJob
-			e.Eventually(30*time.Second, func() bool {
-				jobs, err := e.Store.ListJobs(ctx, e.Org.Org.ID, id, 1)
-				if err != nil || len(jobs) == 0 {
-					return false
-				}
-				job = jobs[0]
-				return job.Finished()
-			}, "job of %s finished", id)
-			require.Equal(b, store.JobSucceeded, job.State)
-			lags = append(lags, job.FinishedAt.Sub(t0))
-		}
+		lags := restartLags(b, e, ids, t0)
 		b.ReportMetric(percentile(lags, 0.5).Seconds(), "lag-p50-s")
 		b.ReportMetric(percentile(lags, 0.99).Seconds(), "lag-p99-s")
 		b.ReportMetric(total.Seconds(), "total-s")
