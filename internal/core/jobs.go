@@ -272,7 +272,7 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 			// job. Superseding it dropped them and left the box stale; seen
 			// when another replica's restart made this replica's watcher
 			// record a failure and queue this recovery.
-			if !hasBox(w.Status) || !s.mergedInto(ctx, j) {
+			if !hasBox(w.Status) || !j.Merged {
 				return ended(store.JobSuperseded, j.Reason, "the box was replaced meanwhile")
 			}
 			if d := s.recheck(ctx, j, w); d.Action != propagation.ActionRestart {
@@ -332,12 +332,6 @@ func (s *Service) run(ctx context.Context, j store.RestartJob) jobEnd {
 		return ended(store.JobFailed, j.Reason, err.Error())
 	}
 	return s.await(ctx, bw)
-}
-
-// mergedInto reports whether propagation decisions were coalesced into job
-// j while it was pending (it then owes them a restart).
-func (s *Service) mergedInto(ctx context.Context, j store.RestartJob) bool {
-	return j.Merged
 }
 
 // updateJob writes a job back; when this ends a change's restart job, the
@@ -579,7 +573,7 @@ func (s *Service) scheduleRecoveryTx(ctx context.Context, tx store.Store, orgID,
 		// A pending propagation restart would find the workspace failed and
 		// skip it ("it gets the new env when it next starts"): the recovery
 		// is that next start. The change is merged into it, so the new box
-		// gets the new env and mergedInto still finds it.
+		// gets the new env and the recovery, marked merged, runs.
 		pend.State, pend.FinishedAt, pend.UpdatedAt = store.JobSuperseded, now, now
 		pend.Note = "merged into recovery job " + recoveryID
 		if err := s.updateJob(ctx, tx, store.JobPending, pend); err != nil {

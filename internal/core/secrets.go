@@ -26,7 +26,9 @@ type SecretWrite struct {
 	DryRun  bool
 	// ChangeID names the change's record (not for a dry run, nor for a
 	// write that decided nothing).
-	ChangeID  string
+	ChangeID string
+	// Summary counts every decision by reason.
+	Summary   map[string]int
 	Decisions []propagation.Decision
 }
 
@@ -188,8 +190,8 @@ func (s *Service) writeSecret(ctx context.Context, workspaceID, key string, valu
 		if err != nil {
 			return err
 		}
-		out.Decisions = plan.Decisions
-		ev.Detail["decisions"] = plan.Summary()
+		out.Decisions, out.Summary = plan.Decisions, plan.Summary()
+		ev.Detail["decisions"] = out.Summary
 		if dryRun {
 			return nil
 		}

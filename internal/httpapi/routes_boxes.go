@@ -232,10 +232,7 @@ type secretBody struct {
 
 func writeResult(out core.SecretWrite) client.SecretWrite {
 	res := client.SecretWrite{Key: out.Key, Scope: out.Scope, Version: out.Version, DryRun: out.DryRun,
-		ChangeID: out.ChangeID, Summary: map[string]int{}}
-	for _, d := range out.Decisions {
-		res.Summary[d.Reason]++
-	}
+		ChangeID: out.ChangeID, Summary: out.Summary}
 	ds := out.Decisions
 	if len(ds) > core.InlineDecisions {
 		ds, res.DecisionsTruncated = ds[:core.InlineDecisions], true
