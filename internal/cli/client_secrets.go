@@ -214,6 +214,10 @@ func promptSecret(ctx context.Context, g *Globals, fd int, key string) (string, 
 	if err != nil {
 		return "", fmt.Errorf("read the terminal: %w", err)
 	}
+	rfd, release, err := ownFD(fd)
+	if err != nil {
+		return "", fmt.Errorf("read the terminal: %w", err)
+	}
 	fmt.Fprintf(g.Stderr, "Value for %s (not shown): ", key)
 	type answer struct {
 		b   []byte
@@ -221,7 +225,8 @@ func promptSecret(ctx context.Context, g *Globals, fd int, key string) (string, 
 	}
 	ch := make(chan answer, 1)
 	go func() {
-		b, err := term.ReadPassword(fd)
+		defer release()
+		b, err := term.ReadPassword(rfd)
 		ch <- answer{b, err}
 	}()
 	select {
