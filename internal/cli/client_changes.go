@@ -219,10 +219,10 @@ func (w *waitFlags) after(cmd *cobra.Command, g *Globals, c *client.Client, verb
 	}
 	if res.ChangeID == "" || res.Summary["restart_queued"] == 0 {
 		if !g.JSON {
-			// A decision merged into a restart already pending rides on that
+			// A decision merged into a restart already queued rides on that
 			// restart, which belongs to an earlier change.
 			if n := res.Summary["coalesced"]; n > 0 {
-				fmt.Fprintf(g.Stdout, "no restart queued: %d merged into restarts already pending (orgplane restarts ls)\n", n)
+				fmt.Fprintf(g.Stdout, "no restart queued: %d merged into restarts already queued or pending (orgplane restarts ls --workspace ID)\n", n)
 			} else {
 				fmt.Fprintln(g.Stdout, "no restart queued: nothing to wait for")
 			}

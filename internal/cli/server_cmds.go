@@ -104,7 +104,7 @@ func envInt(name string, def int) int {
 
 func (r *runtimeFlags) add(f *pflag.FlagSet) {
 	f.DurationVar(&r.rt.ProvisionTimeout, "provision-timeout", envDuration("ORGPLANE_PROVISION_TIMEOUT", 30*time.Second), "a box not healthy this long after it started has failed (env ORGPLANE_PROVISION_TIMEOUT)")
-	f.DurationVar(&r.rt.CoalesceWindow, "coalesce-window", envDuration("ORGPLANE_COALESCE_WINDOW", 2*time.Second), "secret changes to one workspace within this window give one restart, 2s-30s (env ORGPLANE_COALESCE_WINDOW)")
+	f.DurationVar(&r.rt.CoalesceWindow, "coalesce-window", envDuration("ORGPLANE_COALESCE_WINDOW", 2*time.Second), "a workspace restarted for a secret change less than this ago waits this long for its next restart, into which the burst coalesces, 2s-30s (env ORGPLANE_COALESCE_WINDOW)")
 	f.IntVar(&r.rt.MaxConcurrentRestarts, "max-concurrent-restarts", envInt("ORGPLANE_MAX_CONCURRENT_RESTARTS", 4), "restarts in flight at once, over all replicas (env ORGPLANE_MAX_CONCURRENT_RESTARTS)")
 	f.IntVar(&r.rt.MaxConcurrentRestartsPerOrg, "max-concurrent-restarts-per-org", envInt("ORGPLANE_MAX_CONCURRENT_RESTARTS_PER_ORG", 4), "restarts in flight at once per org (env ORGPLANE_MAX_CONCURRENT_RESTARTS_PER_ORG)")
 	f.IntVar(&r.rt.MaxProvisionRetries, "max-provision-retries", envInt("ORGPLANE_MAX_PROVISION_RETRIES", 3), "re-provisions of a failed box before it stays failed (env ORGPLANE_MAX_PROVISION_RETRIES)")

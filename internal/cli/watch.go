@@ -229,7 +229,7 @@ func progressText(c client.Change) string {
 	}
 	s := strings.Join(parts, ", ")
 	if n := c.Counts["coalesced"]; n > 0 {
-		s += fmt.Sprintf("; %d merged into restarts already pending", n)
+		s += fmt.Sprintf("; %d merged into restarts already queued or pending", n)
 	}
 	if skipped := skippedText(c.Counts); skipped != "" {
 		s += "; " + skipped

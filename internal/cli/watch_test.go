@@ -110,9 +110,7 @@ func TestSecretsSetWaitExitsFourWhenARestartFails(t *testing.T) {
 
 func TestSecretsSetWaitTimesOut(t *testing.T) {
 	t.Parallel()
-	rt := watchRuntime()
-	rt.CoalesceWindow = time.Hour // the restarts stay pending
-	e := testenv.New(t, testenv.Options{Runtime: rt})
+	e := testenv.New(t, testenv.Options{Runtime: watchRuntime(), HoldQueue: true}) // the restarts stay queued
 	runningBoxes(t, e, 2)
 
 	start := time.Now()
@@ -130,7 +128,7 @@ func TestSecretsSetWaitTimesOut(t *testing.T) {
 	// restarts are.
 	r = runAgainst(t, e, e.AdminToken, "v2\n", "secrets", "set", "OTHER_KEY", "--wait", "--timeout", "300ms")
 	require.Equal(t, 0, r.code, "stdout %q stderr %q", r.stdout, r.stderr)
-	require.Contains(t, r.stdout, "no restart queued: 2 merged into restarts already pending (orgplane restarts ls)")
+	require.Contains(t, r.stdout, "no restart queued: 2 merged into restarts already queued or pending (orgplane restarts ls --workspace ID)")
 
 	// --json: one object per line.
 	r = runAgainst(t, e, e.AdminToken, "", "--json", "changes", "watch", first, "--timeout", "300ms")

@@ -135,6 +135,8 @@ func (s *Service) worker(ctx context.Context) {
 			now := s.clock.Now()
 			j, err := s.store.ClaimJob(ctx, s.owner, now, now.Add(s.cfg.JobLease), store.ClaimLimits{
 				MaxRunning: s.cfg.MaxConcurrentRestarts, MaxRunningPerOrg: s.cfg.MaxConcurrentRestartsPerOrg,
+				QueuedReason: propagation.ReasonRestartQueued, MaxAttempts: s.cfg.MaxProvisionRetries,
+				SkipQueued: s.holdQueue != nil && s.holdQueue(),
 			})
 			if err != nil {
 				if !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {

@@ -84,7 +84,8 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 
 // ListRestarts lists a workspace's restart jobs and decisions, newest first. A
 // decision that queued no job (a skip, or a restart merged into a pending
-// one) has no job id: its change names it.
+// one), and a restart queued that the governor has not taken yet, have no
+// job id: their change names them.
 func (s *Service) ListRestarts(ctx context.Context, id string, limit int) ([]store.RestartJob, error) {
 	p, err := principal(ctx)
 	if err != nil {
@@ -109,11 +110,26 @@ func (s *Service) ListRestarts(ctx context.Context, id string, limit int) ([]sto
 	if err != nil {
 		return nil, err
 	}
+	// A restart still in its change's queue has no job yet either.
+	var queued []string
 	for _, d := range ds {
 		if d.Reason == propagation.ReasonRestartQueued {
-			continue // its job is listed
+			if queued, err = s.store.QueuedChangesOf(ctx, p.OrgID, id); err != nil {
+				return nil, err
+			}
+			break
 		}
+	}
+	for _, d := range ds {
 		c := d.Change
+		if d.Reason == propagation.ReasonRestartQueued {
+			if slices.Contains(queued, c.ID) {
+				jobs = append(jobs, store.RestartJob{OrgID: c.OrgID, WorkspaceID: id, Automatic: true, State: store.JobPending,
+					Reason: d.Reason, ChangeID: c.ID, CallerWorkspaceID: c.CallerWorkspaceID, RequestedBy: c.RequestedBy,
+					CreatedAt: c.CreatedAt, UpdatedAt: c.CreatedAt, Note: "queued; the governor has not taken it yet"})
+			}
+			continue // otherwise its job is listed
+		}
 		// A decision, not a job: no job id; its change names it.
 		j := store.RestartJob{OrgID: c.OrgID, WorkspaceID: id, Automatic: true, State: store.JobSkipped,
 			Reason: d.Reason, ChangeID: c.ID, CallerWorkspaceID: c.CallerWorkspaceID, RequestedBy: c.RequestedBy,

@@ -15,15 +15,15 @@ import (
 )
 
 // Plan is the decisions of one secret change, the change's record and the
-// restart jobs it queues (one per restart_queued decision: every other
-// decision lives in the change's record only).
+// restarts it queues (those of its restart_queued decisions, kept in the
+// change until the governor takes them: only then is a restart job made).
 type Plan struct {
 	ChangeID  string
 	Decisions []propagation.Decision
 	change    store.Change
-	jobs      []store.RestartJob
-	merged    []string // pending jobs coalesced decisions merged into
-	broken    []string // workspaces the loop breaker stops now
+	queue     []store.QueuedBatch // its restarts, until the governor takes them
+	merged    []string            // pending jobs coalesced decisions merged into
+	broken    []string            // workspaces the loop breaker stops now
 }
 
 // Summary counts the plan's decisions by reason (for the audit entry).
@@ -43,7 +43,7 @@ func targetOf(f store.PropagationFacts) propagation.Target {
 	return propagation.Target{
 		WorkspaceID: f.WorkspaceID, Known: true, Kind: f.Kind, Runtime: f.Runtime, Status: f.Status,
 		RestartPolicy: f.RestartPolicy, Protected: f.Protected, Overrides: f.OverridesKey,
-		RecentAutoRestarts: f.RecentAutoRestarts, LoopBroken: f.LoopBroken, PendingRestart: f.PendingJobID != "",
+		RecentAutoRestarts: f.RecentAutoRestarts, LoopBroken: f.LoopBroken, PendingRestart: f.PendingJobID != "" || f.QueuedIn != "",
 	}
 }
 
@@ -53,6 +53,13 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 	plan := Plan{ChangeID: ids.New("c")}
 	caller := propagation.Caller{Workspace: callerWorkspace(ctx, p)}
 	since := s.clock.Now().Add(-s.cfg.LoopWindow)
+	// The restarts queued by earlier changes and not taken yet: a change
+	// coalesces into them. Reading them holds the org's claims until this
+	// change commits, so none is taken (with the old env) meanwhile.
+	queued, err := tx.QueuedRestarts(ctx, ch.OrgID)
+	if err != nil {
+		return Plan{}, err
+	}
 	var facts []store.PropagationFacts
 	var unknown []string
 	if ch.WorkspaceID == "" {
@@ -109,12 +116,13 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 	// value, nothing left queued). Jobs claimed meanwhile are no longer
 	// pending: for those the change queues a restart of its own.
 	var merging []string
+	var held map[string]bool
 	for _, f := range facts {
 		if f.PendingJobID != "" {
 			merging = append(merging, f.PendingJobID)
 		}
 	}
-	held, err := tx.LockPendingJobs(ctx, merging)
+	held, err = tx.LockPendingJobs(ctx, merging)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -122,9 +130,11 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		if facts[i].PendingJobID != "" && !held[facts[i].PendingJobID] {
 			facts[i].PendingJobID = ""
 		}
+		facts[i].QueuedIn = queued[facts[i].WorkspaceID]
 	}
 	plan.Decisions = slices.Grow(plan.Decisions, len(facts))
 	restarts := 0
+	var burst map[string]bool
 	for _, f := range facts {
 		t := targetOf(f)
 		if t.RecentAutoRestarts >= s.limits().MaxAutoRestarts && !t.LoopBroken {
@@ -144,32 +154,32 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		switch d.Reason {
 		case propagation.ReasonRestartQueued:
 			restarts++
+			if !f.LastAutoRestart.IsZero() && now.Sub(f.LastAutoRestart) < s.cfg.CoalesceWindow {
+				// A burst: it restarted for a change a moment ago. This
+				// one waits out the window, and what comes meanwhile
+				// coalesces into it.
+				if burst == nil {
+					burst = map[string]bool{}
+				}
+				burst[d.WorkspaceID] = true
+			}
 		case propagation.ReasonCoalesced:
-			plan.merged = append(plan.merged, f.PendingJobID)
+			if f.PendingJobID != "" {
+				plan.merged = append(plan.merged, f.PendingJobID)
+			}
 		case propagation.ReasonLoopBreaker:
 			plan.broken = append(plan.broken, d.WorkspaceID)
 		}
 	}
-	// The jobs in one exact allocation: a fan-out's rows are most of what a
-	// plan allocates.
-	plan.jobs = make([]store.RestartJob, 0, restarts)
-	for _, d := range plan.Decisions {
-		if d.Reason == propagation.ReasonRestartQueued {
-			plan.jobs = append(plan.jobs, store.RestartJob{
-				ID: ids.New("j"), OrgID: ch.OrgID, WorkspaceID: d.WorkspaceID, Automatic: true, Reason: d.Reason,
-				State: store.JobPending, ChangeID: plan.ChangeID, CallerWorkspaceID: caller.Workspace, RequestedBy: p.TokenID,
-				MaxAttempts: s.cfg.MaxProvisionRetries, CreatedAt: now, UpdatedAt: now, RunAfter: now.Add(s.cfg.CoalesceWindow + s.jitter()),
-			})
-		}
-	}
+	plan.queue = s.queueRestarts(plan.Decisions, restarts, burst, now)
 	op := "set"
 	if ch.Delete {
 		op = "delete"
 	}
 	plan.change = store.Change{ID: plan.ChangeID, OrgID: ch.OrgID, WorkspaceID: ch.WorkspaceID, Key: ch.Key, Op: op,
 		CallerWorkspaceID: caller.Workspace, RequestedBy: p.TokenID, CreatedAt: now, Total: len(plan.Decisions),
-		Restarts: len(plan.jobs), Counts: plan.Summary()}
-	if len(plan.jobs) == 0 {
+		Restarts: restarts, Counts: plan.Summary()}
+	if restarts == 0 {
 		plan.change.FinishedAt = now
 	}
 	return plan, nil
@@ -208,6 +218,41 @@ func (s *Service) autoRestartsSinceAdmin(ctx context.Context, st store.Store, or
 	return count
 }
 
+// queueRestarts batches the plan's restarts (in workspace id order) for
+// the change's queue. A restart is due at once, but for a workspace in a
+// burst of changes (burst), due after the coalescing window; each batch
+// adds a jitter of its own, which spreads a fan-out.
+func (s *Service) queueRestarts(ds []propagation.Decision, restarts int, burst map[string]bool, now time.Time) []store.QueuedBatch {
+	if restarts == 0 {
+		return nil
+	}
+	// The ids in one exact allocation: a fan-out's are most of what a plan
+	// allocates.
+	wsIDs := make([]string, 0, restarts)
+	var later []string
+	for _, d := range ds {
+		switch {
+		case d.Reason != propagation.ReasonRestartQueued:
+		case burst[d.WorkspaceID]:
+			later = append(later, d.WorkspaceID)
+		default:
+			wsIDs = append(wsIDs, d.WorkspaceID)
+		}
+	}
+	out := make([]store.QueuedBatch, 0, (restarts+store.QueueBatchSize-1)/store.QueueBatchSize+1)
+	for _, run := range []struct {
+		ids []string
+		at  time.Time
+	}{{wsIDs, now}, {later, now.Add(s.cfg.CoalesceWindow)}} {
+		slices.Sort(run.ids) // the platform workspace's decision comes first
+		for start := 0; start < len(run.ids); start += store.QueueBatchSize {
+			out = append(out, store.QueuedBatch{RunAfter: run.at.Add(s.jitter()),
+				IDs: run.ids[start:min(start+store.QueueBatchSize, len(run.ids))]})
+		}
+	}
+	return out
+}
+
 func (s *Service) jitter() time.Duration {
 	if s.cfg.Jitter <= 0 {
 		return 0
@@ -229,7 +274,7 @@ func (s *Service) applyPlan(ctx context.Context, tx store.Store, p auth.Principa
 	if err := tx.InsertChange(ctx, plan.change, ds); err != nil {
 		return err
 	}
-	if err := tx.InsertJobs(ctx, plan.jobs); err != nil {
+	if err := tx.InsertRestartQueue(ctx, plan.change.OrgID, plan.ChangeID, plan.queue); err != nil {
 		return err
 	}
 	if err := tx.MarkMerged(ctx, plan.merged); err != nil {
@@ -260,8 +305,9 @@ func (s *Service) afterPlan(ds []propagation.Decision) {
 	}
 	if queued {
 		s.kick()
-		// The jobs are due after the window and their jitter: the workers
-		// are woken then, not at their next poll.
+		// The restarts are due after their jitter (and the window, in a
+		// burst): the workers are woken then, not at their next poll.
+		time.AfterFunc(s.cfg.Jitter, s.kick)
 		time.AfterFunc(s.cfg.CoalesceWindow+s.cfg.Jitter, s.kick)
 	}
 }

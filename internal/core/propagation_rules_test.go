@@ -53,7 +53,12 @@ var rulesSpec = json.RawMessage(`{"command":["box"],"ready_after_seconds":0}`)
 
 func newRulesEnv(t *testing.T, mods ...func(*core.RuntimeConfig)) *testenv.Env {
 	t.Helper()
-	e := testenv.New(t, testenv.Options{Runtime: rulesRuntime(mods...)})
+	return newRulesEnvWith(t, testenv.Options{Runtime: rulesRuntime(mods...)})
+}
+
+func newRulesEnvWith(t *testing.T, opts testenv.Options) *testenv.Env {
+	t.Helper()
+	e := testenv.New(t, opts)
 	// The platform box runs the reference agent (no command), healthy only
 	// by heartbeat: play its part.
 	emulateAgent(t, e.Fake, e.Org.Platform.ID, func(token string, gen int64, fp string) error {
@@ -165,15 +170,16 @@ func reasons(t *testing.T, ds []client.Decision) map[string]string {
 	return out
 }
 
-// longWindow is a coalescing window no test outlasts, however loaded the
-// machine: tests that need changes to land inside one window use it and
-// end the window themselves with release.
+// longWindow is a wait no test outlasts, however loaded the machine: a job
+// planted due after it waits until the test ends it with release.
 const longWindow = 10 * time.Minute
 
-// release makes every pending job of the env due now, as the end of its
-// coalescing window (or backoff) would.
+// release lets the workers take the queued restarts the test held (see
+// testenv's HoldQueue) and makes every pending job of the env due now, as
+// the end of its backoff would.
 func release(t *testing.T, e *testenv.Env) {
 	t.Helper()
+	e.ReleaseQueue()
 	ctx := context.Background()
 	js, err := e.Store.ListJobs(ctx, e.Org.Org.ID, "", 1000)
 	require.NoError(t, err)
@@ -706,10 +712,11 @@ func TestRulesStaleUntilRestarted(t *testing.T) {
 // the machine is.
 func TestRulesCoalesced(t *testing.T) {
 	t.Parallel()
-	e := newRulesEnv(t, func(rt *core.RuntimeConfig) { rt.CoalesceWindow = longWindow })
+	e := newRulesEnv(t)
 	ctx := context.Background()
 	A := newWS(t, e, "a", wsOpts{}).ID
 	B := newWS(t, e, "b", wsOpts{}).ID
+	e.HoldQueue()
 	res1, err := e.Admin.SetSecret(ctx, "", "K1", "v1", false)
 	require.NoError(t, err)
 	res2, err := e.Admin.SetSecret(ctx, "", "K2", "v2", false)
@@ -869,11 +876,63 @@ func TestRulesDryRun(t *testing.T) {
 	requireStatus(t, err, 404)
 }
 
+// TestRulesWindowDelaysOnlyBursts: a lone change restarts at once, however
+// long the coalescing window; a change to a workspace restarted for one
+// less than a window ago waits out the window, and the burst's next
+// changes coalesce into it: two restarts for three writes, the last with
+// every value.
+func TestRulesWindowDelaysOnlyBursts(t *testing.T) {
+	t.Parallel()
+	clock := &testenv.ShiftClock{}
+	e := newRulesEnvWith(t, testenv.Options{Clock: clock,
+		Runtime: rulesRuntime(func(rt *core.RuntimeConfig) { rt.CoalesceWindow = longWindow })})
+	ctx := context.Background()
+	A := newWS(t, e, "a", wsOpts{}).ID
+	res1, err := e.Admin.SetSecret(ctx, A, "K1", "v1", false)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{A: propagation.ReasonRestartQueued}, reasons(t, res1.Decisions))
+	w := waitWS(t, e, A, "restarted at once, not after the window", func(w client.Workspace) bool {
+		return w.Generation == 2 && w.Status == "running" && !w.Stale
+	})
+	require.EqualValues(t, 2, w.Generation)
+
+	res2, err := e.Admin.SetSecret(ctx, A, "K2", "v2", false)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{A: propagation.ReasonRestartQueued}, reasons(t, res2.Decisions))
+	res3, err := e.Admin.SetSecret(ctx, A, "K3", "v3", false)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{A: propagation.ReasonCoalesced}, reasons(t, res3.Decisions),
+		"the burst's restart waits out the window: the next change coalesces into it")
+	var queued client.RestartJob
+	for _, j := range jobsOf(t, e, A) {
+		if j.ChangeID == res2.ChangeID {
+			queued = j
+		}
+	}
+	require.Equal(t, "pending", queued.State, "queued in its change: %+v", queued)
+	require.Empty(t, queued.ID, "no job until the governor takes it")
+	require.EqualValues(t, 2, getWS(t, e, A).Generation)
+
+	clock.Advance(longWindow)
+	drain(t, e)
+	w = waitWS(t, e, A, "restarted once more, with every value", func(w client.Workspace) bool {
+		return w.Generation == 3 && w.Status == "running" && !w.Stale
+	})
+	require.EqualValues(t, 3, w.Generation)
+	env := runningEnv(t, e, A)
+	for k, v := range map[string]string{"K1": "v1", "K2": "v2", "K3": "v3"} {
+		require.Equal(t, v, env[k])
+	}
+	c, err := e.Admin.GetChange(ctx, res2.ChangeID)
+	require.NoError(t, err)
+	require.Equal(t, client.ChangeSucceeded, c.State)
+}
+
 // TestRulesRecheckedAtExecution changes the world between a job's queueing
 // and its execution: the rules are applied again and nothing is stopped.
 func TestRulesRecheckedAtExecution(t *testing.T) {
 	t.Parallel()
-	e := newRulesEnv(t, func(rt *core.RuntimeConfig) { rt.CoalesceWindow = longWindow })
+	e := newRulesEnv(t)
 	ctx := context.Background()
 	P := e.Org.Platform.ID
 	PROT := newWS(t, e, "to-protect", wsOpts{}).ID
@@ -890,6 +949,7 @@ func TestRulesRecheckedAtExecution(t *testing.T) {
 	drain(t, e)
 	waitWS(t, e, REVERT, "restarted with its key", func(w client.Workspace) bool { return w.Status == "running" && !w.Stale })
 
+	e.HoldQueue()
 	res, err := e.Admin.SetSecret(ctx, "", "ROTATE", "r1", false)
 	require.NoError(t, err)
 	for _, id := range []string{PROT, PAUSE, MANUAL, REMOVE, CTRL} {

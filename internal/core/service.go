@@ -41,8 +41,10 @@ type RuntimeConfig struct {
 	MaxProvisionRetries int
 	// RetryBackoff is the first backoff; it doubles per attempt (default 1s).
 	RetryBackoff time.Duration
-	// CoalesceWindow: changes to one workspace within it give one restart
-	// (default 2s; between 2s and 30s outside tests).
+	// CoalesceWindow: a workspace restarted for a change less than this
+	// ago waits this long for its next restart, into which the burst's
+	// later changes coalesce; a lone change restarts at once (default 2s;
+	// between 2s and 30s outside tests).
 	CoalesceWindow time.Duration
 	// Jitter spreads the restarts of a fan-out (default 500ms).
 	Jitter time.Duration
@@ -153,6 +155,8 @@ func (c *RuntimeConfig) defaults() {
 type Service struct {
 	store   store.Store
 	clock   Clock
+	// holdQueue: see Options.HoldQueue.
+	holdQueue func() bool
 	log     *slog.Logger
 	keys    *Keyring
 	provs   map[string]provision.Provisioner
@@ -189,12 +193,17 @@ type Options struct {
 	Provisioners map[string]provision.Provisioner
 	Runtime      RuntimeConfig
 	Metrics      *Metrics
+	// HoldQueue, while it returns true, keeps the changes' queued restarts
+	// from being taken (explicit restarts, recoveries and retries still
+	// run): a test holds a change's restarts with it while it changes the
+	// world around them.
+	HoldQueue func() bool
 }
 
 // New returns a Service over st. Call Start to run its background work.
 func New(st store.Store, opts Options) *Service {
 	s := &Service{store: st, clock: opts.Clock, log: opts.Logger, keys: opts.Keys, provs: opts.Provisioners,
-		cfg: opts.Runtime, metrics: opts.Metrics, events: NewBus(), owner: ids.New("p"),
+		cfg: opts.Runtime, metrics: opts.Metrics, holdQueue: opts.HoldQueue, events: NewBus(), owner: ids.New("p"),
 		wake: make(chan struct{}, 1), watches: map[string]*boxWatch{}, locks: map[string]*wsLock{},
 		platformDown: map[string]time.Time{}}
 	if s.clock == nil {

@@ -32,14 +32,19 @@ func newEdgeFixture(t *testing.T) *edgeFixture {
 	ws, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: uniq("edge"), Spec: boxSpec})
 	require.NoError(t, err)
 	f.ws = waitStatus(t, e.Admin, ws.ID, "running", 1)
-	_, err = e.Admin.SetSecret(ctx, "", "GLOBAL_ONE", "g1", false)
+	w1, err := e.Admin.SetSecret(ctx, "", "GLOBAL_ONE", "g1", false)
 	require.NoError(t, err)
-	_, err = e.Admin.SetSecret(ctx, ws.ID, "OWN_ONE", "w1", false)
+	w2, err := e.Admin.SetSecret(ctx, ws.ID, "OWN_ONE", "w1", false)
 	require.NoError(t, err)
 	f.wsTok = mintWorkspaceToken(t, e.Admin, ws.ID)
-	// Let the restarts of the writes above settle, so that the state
-	// compared below is still.
+	// Let the restarts of the writes above settle (those still queued in
+	// their changes included), so that the state compared below is still.
 	eventually(t, 10*time.Second, func() bool {
+		for _, id := range []string{w1.ChangeID, w2.ChangeID} {
+			if c, err := e.Admin.GetChange(ctx, id); err != nil || !c.Done() {
+				return false
+			}
+		}
 		jobs, err := e.Admin.ListRestarts(ctx, "")
 		if err != nil {
 			return false

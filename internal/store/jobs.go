@@ -250,8 +250,10 @@ func (s *sqlStore) UpdateJob(ctx context.Context, j RestartJob) error {
 
 // ClaimJob takes the next runnable job under the governor's caps: a running
 // job whose owner's lease expired (a crashed replica) first, then the
-// pending job due first. It returns ErrNotFound when there is none or a
-// cap is reached.
+// pending job due first (explicit restarts, recoveries, retries: these do
+// not wait behind a fan-out), then the restart due first in the changes'
+// queues, whose job is made now (takeQueued). It returns ErrNotFound when
+// there is none or a cap is reached.
 //
 // Its cost is bounded by what is open, never by history or by the length
 // of the queue: per org, one indexed count of its running jobs and one
@@ -278,18 +280,20 @@ func (s *sqlStore) ClaimJob(ctx context.Context, owner string, now, leaseUntil t
 	if perOrg <= 0 {
 		perOrg = 1 << 30
 	}
-	orgs, err := s.claimCandidates(ctx, nowUS, perOrg)
+	orgs, err := s.claimCandidates(ctx, nowUS, perOrg, !lim.SkipQueued)
 	if err != nil {
 		return RestartJob{}, err
 	}
-	for _, orgID := range orgs {
+	rounds := 0
+	for i := 0; i < len(orgs); i++ {
+		orgID := orgs[i]
 		var out RestartJob
+		again := false
 		err := s.InTx(ctx, func(txs Store) error {
 			tx := txs.(*sqlStore)
-			if tx.dialect == Postgres {
-				if _, err := tx.w.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7250160, hashtext($1))`, orgID); err != nil {
-					return mapErr(err)
-				}
+			again = false
+			if err := tx.lockClaims(ctx, orgID); err != nil {
+				return err
 			}
 			var running int
 			if err := tx.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM restart_jobs WHERE org_id = $1 AND state = 'running' AND lease_until >= $2`,
@@ -311,6 +315,16 @@ func (s *sqlStore) ClaimJob(ctx context.Context, owner string, now, leaseUntil t
 					  AND NOT EXISTS (SELECT 1 FROM restart_jobs r WHERE r.workspace_id = j.workspace_id AND r.state = 'running')
 					ORDER BY j.run_after, j.id LIMIT 1`+skipLocked, orgID, nowUS))
 			}
+			if errors.Is(err, ErrNotFound) && !lim.SkipQueued {
+				// Then the changes' queues: a job is made now, for the
+				// workspace taken.
+				out, err = tx.takeQueued(ctx, orgID, owner, now, leaseUntil, lim)
+				if errors.Is(err, errTookQueued) {
+					again = true // commit what was taken, and look again
+					return nil
+				}
+				return err
+			}
 			if err != nil {
 				return err
 			}
@@ -330,10 +344,15 @@ func (s *sqlStore) ClaimJob(ctx context.Context, owner string, now, leaseUntil t
 			out = j
 			return nil
 		})
-		if err == nil {
+		if err == nil && again && rounds < 64 {
+			rounds++
+			i-- // the same org again
+			continue
+		}
+		if err == nil && !again {
 			return out, nil
 		}
-		if !errors.Is(err, ErrNotFound) {
+		if err != nil && !errors.Is(err, ErrNotFound) {
 			return RestartJob{}, err
 		}
 	}
@@ -389,7 +408,7 @@ func (s *sqlStore) ensureSlots(ctx context.Context, max int) error {
 // claimCandidates lists the orgs with runnable work and room under their
 // cap, the one whose work is due first first (expired leases before
 // anything pending).
-func (s *sqlStore) claimCandidates(ctx context.Context, nowUS int64, perOrg int) ([]string, error) {
+func (s *sqlStore) claimCandidates(ctx context.Context, nowUS int64, perOrg int, withQueued bool) ([]string, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT id FROM orgs`)
 	if err != nil {
 		return nil, fmt.Errorf("claim job: %w", mapErr(err))
@@ -434,12 +453,22 @@ func (s *sqlStore) claimCandidates(ctx context.Context, nowUS int64, perOrg int)
 			  AND NOT EXISTS (SELECT 1 FROM restart_jobs r WHERE r.workspace_id = j.workspace_id AND r.state = 'running')
 			ORDER BY j.run_after, j.id LIMIT 1`, org, nowUS).Scan(&due)
 		if errors.Is(mapErr(err), ErrNotFound) {
-			continue
-		}
-		if err != nil {
+			due = -1
+		} else if err != nil {
 			return nil, fmt.Errorf("claim job: %w", mapErr(err))
 		}
-		out = append(out, cand{org, due})
+		queued := int64(-1)
+		if withQueued {
+			if queued, err = s.queuedDue(ctx, org, nowUS); err != nil {
+				return nil, err
+			}
+		}
+		if due < 0 || (queued >= 0 && queued < due) {
+			due = queued
+		}
+		if due >= 0 {
+			out = append(out, cand{org, due})
+		}
 	}
 	sort.Slice(out, func(i, k int) bool { return out[i].due < out[k].due })
 	ids := make([]string, len(out))
@@ -484,28 +513,41 @@ func (s *sqlStore) CountJobsByState(ctx context.Context) (map[string]int, error)
 		}
 		out[st] = n
 	}
-	return out, mapErr(rows.Err())
+	if err := rows.Err(); err != nil {
+		return nil, mapErr(err)
+	}
+	// The restarts queued in changes are pending too: they have no job yet.
+	queued, err := s.countQueued(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if queued > 0 {
+		out[JobPending] += queued
+	}
+	return out, nil
 }
 
 // factsSelect reads the planner's facts with joins rather than per-row
 // subqueries: one pass over the org's workspaces, whatever their number.
 const factsSelect = `SELECT w.id, w.kind, w.runtime, w.status, w.restart_policy, w.protected, w.loop_broken,
-	CASE WHEN s.key IS NULL THEN 0 ELSE 1 END, COALESCE(p.id, ''), COALESCE(r.n, 0)
+	CASE WHEN s.key IS NULL THEN 0 ELSE 1 END, COALESCE(p.id, ''), COALESCE(r.n, 0), COALESCE(r.last, 0)
 	FROM workspaces w
 	LEFT JOIN secrets s ON s.org_id = w.org_id AND s.workspace_id = w.id AND s.key = $2
 	LEFT JOIN restart_jobs p ON p.workspace_id = w.id AND p.state = 'pending'
-	LEFT JOIN (SELECT workspace_id, COUNT(*) AS n FROM restart_jobs
+	LEFT JOIN (SELECT workspace_id, COUNT(*) AS n, MAX(created_at) AS last FROM restart_jobs
 		WHERE org_id = $1 AND automatic = 1 AND started_at > 0 AND started_at >= $3 AND state IN ('running', 'succeeded', 'failed')
 		GROUP BY workspace_id) r ON r.workspace_id = w.id`
 
 func scanFacts(sc scanner) (PropagationFacts, error) {
 	var f PropagationFacts
 	var protected, broken, overrides int
+	var last int64
 	if err := sc.Scan(&f.WorkspaceID, &f.Kind, &f.Runtime, &f.Status, &f.RestartPolicy, &protected, &broken,
-		&overrides, &f.PendingJobID, &f.RecentAutoRestarts); err != nil {
+		&overrides, &f.PendingJobID, &f.RecentAutoRestarts, &last); err != nil {
 		return PropagationFacts{}, mapErr(err)
 	}
 	f.Protected, f.LoopBroken, f.OverridesKey = protected != 0, broken != 0, overrides != 0
+	f.LastAutoRestart = fromMicros(last)
 	return f, nil
 }
 
@@ -536,6 +578,8 @@ func (s *sqlStore) ListPropagationFacts(ctx context.Context, orgID, key string, 
 const factsOneSelect = `SELECT w.id, w.kind, w.runtime, w.status, w.restart_policy, w.protected, w.loop_broken,
 	CASE WHEN s.key IS NULL THEN 0 ELSE 1 END, COALESCE(p.id, ''),
 	(SELECT COUNT(*) FROM restart_jobs r WHERE r.workspace_id = w.id AND r.state <> 'pending' AND r.automatic = 1
+		AND r.started_at > 0 AND r.started_at >= $3 AND r.state IN ('running', 'succeeded', 'failed')),
+	(SELECT COALESCE(MAX(r.created_at), 0) FROM restart_jobs r WHERE r.workspace_id = w.id AND r.state <> 'pending' AND r.automatic = 1
 		AND r.started_at > 0 AND r.started_at >= $3 AND r.state IN ('running', 'succeeded', 'failed'))
 	FROM workspaces w
 	LEFT JOIN secrets s ON s.org_id = w.org_id AND s.workspace_id = w.id AND s.key = $2

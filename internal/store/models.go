@@ -201,7 +201,11 @@ type PropagationFacts struct {
 	LoopBroken         bool
 	OverridesKey       bool // has its own secret with the changed key
 	PendingJobID       string
+	QueuedIn           string // the change whose queued restart of it is not taken yet
 	RecentAutoRestarts int
+	// LastAutoRestart is when the change behind its latest automatic
+	// restart in the loop window was made (zero: none).
+	LastAutoRestart time.Time
 }
 
 // JobCursor points at one job in a newest-first listing (by creation
@@ -215,6 +219,12 @@ type JobCursor struct {
 type ClaimLimits struct {
 	MaxRunning       int // across all replicas
 	MaxRunningPerOrg int
+	// The job made for a restart taken from a change's queue: its reason
+	// (the decision's) and its attempts.
+	QueuedReason string
+	MaxAttempts  int
+	// SkipQueued leaves the changes' queues alone (a test holds them).
+	SkipQueued bool
 }
 
 // Roles of people.

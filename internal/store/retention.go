@@ -40,8 +40,9 @@ func (s *sqlStore) PruneChanges(ctx context.Context, cutoff time.Time, limit int
 	if limit <= 0 {
 		return 0, nil
 	}
-	// A change's parts are ceil(total/partSize): known without reading them.
-	rows, err := s.w.QueryContext(ctx, `SELECT id, total FROM changes
+	// A change's parts are ceil(total/partSize) and its queue's rows at most
+	// ceil(restarts/QueueBatchSize): known without reading them.
+	rows, err := s.w.QueryContext(ctx, `SELECT id, total, restarts FROM changes
 		WHERE finished_at > 0 AND finished_at < $1 ORDER BY finished_at LIMIT $2`, toMicros(cutoff), limit)
 	if err != nil {
 		return 0, fmt.Errorf("prune changes: %w", mapErr(err))
@@ -50,12 +51,12 @@ func (s *sqlStore) PruneChanges(ctx context.Context, cutoff time.Time, limit int
 	rowCount := 0
 	for rows.Next() {
 		var id string
-		var total int
-		if err := rows.Scan(&id, &total); err != nil {
+		var total, restarts int
+		if err := rows.Scan(&id, &total, &restarts); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("prune changes: %w", mapErr(err))
 		}
-		n := 1 + (total+partSize-1)/partSize
+		n := 1 + (total+partSize-1)/partSize + (restarts+QueueBatchSize-1)/QueueBatchSize
 		if len(ids) > 0 && rowCount+n > limit {
 			break
 		}
@@ -74,7 +75,8 @@ func (s *sqlStore) PruneChanges(ctx context.Context, cutoff time.Time, limit int
 		in, arg = `= ANY($1)`, ids
 	}
 	deleted := 0
-	for _, q := range []string{`DELETE FROM change_parts WHERE change_id ` + in, `DELETE FROM changes WHERE id ` + in} {
+	for _, q := range []string{`DELETE FROM change_parts WHERE change_id ` + in, `DELETE FROM change_restarts WHERE change_id ` + in,
+		`DELETE FROM changes WHERE id ` + in} {
 		res, err := s.w.ExecContext(ctx, q, arg)
 		if err != nil {
 			return deleted, fmt.Errorf("prune changes: %w", mapErr(err))

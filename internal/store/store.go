@@ -166,6 +166,14 @@ type Store interface {
 	ListChangeDecisions(ctx context.Context, orgID, changeID, after string, limit int) ([]ChangeDecision, error)
 	ListWorkspaceDecisions(ctx context.Context, orgID, workspaceID string, since time.Time, limit int) ([]WorkspaceDecision, error)
 	RecordChangeOutcome(ctx context.Context, orgID, changeID, state string, at time.Time) error
+	// InsertRestartQueue records a change's restarts, which become jobs
+	// when ClaimJob takes them (queue.go); QueuedRestarts maps the org's
+	// workspaces with one not taken yet to its change (inside InTx it
+	// holds the org's claims until commit); QueuedChangesOf lists the
+	// changes with one of the workspace not taken yet.
+	InsertRestartQueue(ctx context.Context, orgID, changeID string, batches []QueuedBatch) error
+	QueuedRestarts(ctx context.Context, orgID string) (map[string]string, error)
+	QueuedChangesOf(ctx context.Context, orgID, workspaceID string) ([]string, error)
 	CountRunningForChange(ctx context.Context, orgID, changeID string) (int, error)
 
 	// Retention (retention.go): PruneJobs deletes up to limit restart

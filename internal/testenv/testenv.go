@@ -47,6 +47,9 @@ type Options struct {
 	DBURL string
 	// Clock is the service's clock (default: the real one); see ShiftClock.
 	Clock core.Clock
+	// HoldQueue starts the Env with the changes' queued restarts held
+	// (see Env.HoldQueue).
+	HoldQueue bool
 }
 
 // Env is a running in-process control plane with one org.
@@ -68,6 +71,7 @@ type Env struct {
 
 	newService func() *core.Service
 	handler    atomic.Pointer[http.Handler]
+	queueHeld  atomic.Bool
 }
 
 // New starts an Env and stops it in t.Cleanup.
@@ -75,6 +79,7 @@ func New(t testing.TB, opts Options) *Env {
 	t.Helper()
 	ctx := context.Background()
 	e := &Env{T: t, MasterKey: opts.MasterKey}
+	e.queueHeld.Store(opts.HoldQueue)
 	if e.MasterKey == nil {
 		k, err := crypto.GenerateMasterKey()
 		require.NoError(t, err)
@@ -116,7 +121,8 @@ func New(t testing.TB, opts Options) *Env {
 	e.newService = func() *core.Service {
 		keys, err := core.OpenKeyring(ctx, st, e.MasterKey)
 		require.NoError(t, err)
-		s := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt, Clock: opts.Clock})
+		s := core.New(st, core.Options{Logger: log, Keys: keys, Provisioners: provs, Runtime: rt, Clock: opts.Clock,
+			HoldQueue: e.queueHeld.Load})
 		var h http.Handler = httpapi.New(s, httpapi.Options{Logger: log,
 			Metrics: promhttp.HandlerFor(s.Metrics().Registry, promhttp.HandlerOpts{}),
 			Extra:   mcp.Mount(s, log)})
@@ -195,6 +201,15 @@ func (e *Env) Eventually(timeout time.Duration, cond func() bool, msg string, ar
 	}
 	e.T.Fatalf("timed out after %s: "+msg, append([]any{timeout}, args...)...)
 }
+
+// HoldQueue keeps the changes' queued restarts from being taken until
+// ReleaseQueue (explicit restarts, recoveries and retries still run): a
+// test changes the world between a change and its restarts.
+func (e *Env) HoldQueue() { e.queueHeld.Store(true) }
+
+// ReleaseQueue lets the workers take the queued restarts again (at their
+// next poll).
+func (e *Env) ReleaseQueue() { e.queueHeld.Store(false) }
 
 // ShiftClock is the real clock moved forward by Advance: a test jumps over
 // hours (an idle session, an expired link) without sleeping, while the

@@ -89,6 +89,8 @@ func Run(t *testing.T, open Opener) {
 		{"Jobs/MarkMerged", testMarkMerged},
 		{"Jobs/ListBefore", testListJobsBefore},
 		{"Changes", testChanges},
+		{"Changes/RestartQueue", testRestartQueue},
+		{"Changes/QueueHeldByPlan", testQueueHeldByPlan},
 		{"Retention", testRetention},
 		{"InTx/LockOrgSerializes", testLockOrg},
 		{"InTx/RetriesDeadlock", testInTxRetriesDeadlock},
@@ -1651,7 +1653,7 @@ func testPropagationFacts(t *testing.T, f *fixture) {
 	}
 	f.jobs(pending,
 		newJob(a, store.JobSucceeded, started(time.Minute)),
-		newJob(a, store.JobRunning, started(2*time.Minute)),
+		newJob(a, store.JobRunning, started(2*time.Minute), func(j *store.RestartJob) { j.CreatedAt = t0.Add(time.Minute) }),
 		newJob(a, store.JobFailed, started(-time.Hour)),
 		newJob(a, store.JobSucceeded, started(time.Minute), func(j *store.RestartJob) { j.Automatic = false }),
 		newJob(b, store.JobSucceeded, started(time.Minute)),
@@ -1660,9 +1662,9 @@ func testPropagationFacts(t *testing.T, f *fixture) {
 
 	want := map[string]store.PropagationFacts{
 		a.ID: {WorkspaceID: a.ID, Kind: store.KindWorkspace, Runtime: "process", Status: "running", RestartPolicy: "auto",
-			OverridesKey: true, RecentAutoRestarts: 2},
+			OverridesKey: true, RecentAutoRestarts: 2, LastAutoRestart: us(t0.Add(time.Minute))},
 		b.ID: {WorkspaceID: b.ID, Kind: store.KindWorkspace, Runtime: "process", Status: "running", RestartPolicy: "manual",
-			PendingJobID: pending.ID, RecentAutoRestarts: 1},
+			PendingJobID: pending.ID, RecentAutoRestarts: 1, LastAutoRestart: us(t0)},
 		d.ID: {WorkspaceID: d.ID, Kind: store.KindWorkspace, Runtime: "external", Status: "paused", RestartPolicy: "auto",
 			Protected: true, LoopBroken: true},
 	}

@@ -1,0 +1,20 @@
+-- A change's restarts before the governor takes them: the workspace ids of
+-- its restart_queued decisions, in batches, taken in order by the claim
+-- (next is the index of the first one not taken yet). A fan-out to
+-- 100,000 workspaces writes ~800 batch rows here instead of 100,000
+-- pending restart jobs; a job is made when the governor takes the
+-- workspace (the rules are checked again then anyway).
+CREATE TABLE change_restarts (
+    change_id TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    org_id    TEXT NOT NULL,
+    run_after BIGINT NOT NULL,
+    first_id  TEXT NOT NULL,
+    last_id   TEXT NOT NULL,
+    ids       TEXT NOT NULL,
+    n         INTEGER NOT NULL,
+    next      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (change_id, seq)
+);
+-- the queue: open batches per org, due first first
+CREATE INDEX change_restarts_open ON change_restarts (org_id, run_after) WHERE next < n;
