@@ -153,17 +153,17 @@ func (c *RuntimeConfig) defaults() {
 
 // Service is the service layer.
 type Service struct {
-	store   store.Store
-	clock   Clock
+	store store.Store
+	clock Clock
 	// holdQueue: see Options.HoldQueue.
 	holdQueue func() bool
-	log     *slog.Logger
-	keys    *Keyring
-	provs   map[string]provision.Provisioner
-	cfg     RuntimeConfig
-	metrics *Metrics
-	events  *Bus
-	owner   string // this replica's id, for job leases
+	log       *slog.Logger
+	keys      *Keyring
+	provs     map[string]provision.Provisioner
+	cfg       RuntimeConfig
+	metrics   *Metrics
+	events    *Bus
+	owner     string // this replica's id, for job leases
 
 	wake chan struct{} // nudges the job workers
 	// notifier: the store's notifications, when replicas share it
