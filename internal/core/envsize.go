@@ -72,6 +72,20 @@ func (s *Service) loadEnvSizes(ctx context.Context, tx store.Store, orgID string
 	if err != nil {
 		return nil, err
 	}
+	return newEnvSizes(rows), nil
+}
+
+// loadGlobalEnvSizes knows the org's global secrets only (no workspace's
+// own): with a workspace's own added by the caller, enough for that one.
+func (s *Service) loadGlobalEnvSizes(ctx context.Context, tx store.Store, orgID string) (*envSizes, error) {
+	rows, err := tx.ListSecretMACsOf(ctx, orgID, "", "") // no workspace id is in ("", ""]
+	if err != nil {
+		return nil, err
+	}
+	return newEnvSizes(rows), nil
+}
+
+func newEnvSizes(rows []store.Secret) *envSizes {
 	z := &envSizes{globals: map[string]int{}, own: map[string]map[string]int{}}
 	for _, r := range rows {
 		size := envEntrySize(r.Key, secretValueLen(r))
@@ -87,7 +101,7 @@ func (s *Service) loadEnvSizes(ctx context.Context, tx store.Store, orgID string
 		}
 		m[r.Key] = size
 	}
-	return z, nil
+	return z
 }
 
 // setGlobal applies a planned global write (size < 0: a delete).
@@ -170,11 +184,20 @@ func (s *Service) checkSecretEnvSize(ctx context.Context, tx store.Store, orgID,
 	if workspaceID == "" && value == nil {
 		return nil // a global delete only shrinks envs
 	}
-	z, err := s.loadEnvSizes(ctx, tx, orgID)
+	// The globals only, and what the one workspace concerned adds: an org's
+	// secrets are read whole only when the bound below is not enough.
+	z, err := s.loadGlobalEnvSizes(ctx, tx, orgID)
 	if err != nil {
 		return err
 	}
 	if workspaceID != "" {
+		own, err := tx.ListSecrets(ctx, orgID, workspaceID)
+		if err != nil {
+			return err
+		}
+		for _, sec := range own {
+			z.setOwn(workspaceID, sec.Key, envEntrySize(sec.Key, max(len(sec.Ciphertext)-sealOverhead, 0)))
+		}
 		z.setOwn(workspaceID, key, size)
 		w, err := tx.GetWorkspace(ctx, orgID, workspaceID)
 		if err != nil {
@@ -183,17 +206,14 @@ func (s *Service) checkSecretEnvSize(ctx context.Context, tx store.Store, orgID,
 		return s.checkEnvSizes(z, []store.Workspace{w})
 	}
 	z.setGlobal(key, size)
-	// A bound first, without reading every workspace: the globals, the
-	// largest own secrets of any workspace, and the longest spec (its JSON
-	// is never shorter than what it adds to an exec). Orgs far from the
-	// cap, nearly all of them, stop here.
-	maxOwn := 0
-	for _, m := range z.own {
-		n := 0
-		for _, size := range m {
-			n += size
-		}
-		maxOwn = max(maxOwn, n)
+	// A bound first, without reading every workspace nor their secrets:
+	// the globals, the largest own secrets of any workspace (summed by the
+	// database), and the longest spec (its JSON is never shorter than what
+	// it adds to an exec). Orgs far from the cap, nearly all of them, stop
+	// here.
+	maxOwn, err := tx.MaxOwnSecretBytes(ctx, orgID, envEntrySize("", 0), sealOverhead)
+	if err != nil {
+		return err
 	}
 	maxSpec, err := tx.MaxSpecLength(ctx, orgID)
 	if err != nil {
@@ -202,6 +222,10 @@ func (s *Service) checkSecretEnvSize(ctx context.Context, tx store.Store, orgID,
 	if z.globalTotal+maxOwn+maxSpec+contractReserve <= s.cfg.MaxBoxEnvBytes {
 		return nil
 	}
+	if z, err = s.loadEnvSizes(ctx, tx, orgID); err != nil {
+		return err
+	}
+	z.setGlobal(key, size)
 	ws, err := tx.ListWorkspaces(ctx, orgID, false, store.ListParams{})
 	if err != nil {
 		return err

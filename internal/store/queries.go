@@ -165,6 +165,20 @@ func (s *sqlStore) MaxSpecLength(ctx context.Context, orgID string) (int, error)
 	return int(n.Int64), nil
 }
 
+// MaxOwnSecretBytes is, over the org's workspaces, the largest sum of
+// their own secrets' sizes, each counted as perEntry bytes plus its key's
+// and its value's (the ciphertext's length less overhead): computed by
+// the database, so that a global write's bound reads no secret row.
+func (s *sqlStore) MaxOwnSecretBytes(ctx context.Context, orgID string, perEntry, overhead int) (int, error) {
+	var n int64
+	if err := s.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(t), 0) FROM (
+		SELECT SUM(length(key) + $2 + CASE WHEN length(ciphertext) > $3 THEN length(ciphertext) - $3 ELSE 0 END) AS t
+		FROM secrets WHERE org_id = $1 AND workspace_id <> '' GROUP BY workspace_id) own`, orgID, perEntry, overhead).Scan(&n); err != nil {
+		return 0, fmt.Errorf("max own secret bytes: %w", mapErr(err))
+	}
+	return int(n), nil
+}
+
 func (s *sqlStore) ListChildrenForUpdate(ctx context.Context, orgID, parentID string) ([]Workspace, error) {
 	return s.queryWorkspaces(ctx, `SELECT `+workspaceCols+` FROM workspaces
 		WHERE org_id = $1 AND parent_id = $2 AND status <> 'removed' ORDER BY id`+s.forUpdate(), orgID, parentID)

@@ -60,6 +60,10 @@ type Store interface {
 	// MaxSpecLength is the length of the longest spec (its JSON text) of
 	// the org's live workspaces.
 	MaxSpecLength(ctx context.Context, orgID string) (int, error)
+	// MaxOwnSecretBytes is the largest sum, over the org's workspaces, of
+	// the sizes of a workspace's own secrets (perEntry bytes each, plus its
+	// key's and its value's: the ciphertext's length less overhead).
+	MaxOwnSecretBytes(ctx context.Context, orgID string, perEntry, overhead int) (int, error)
 	// ListChildren lists the workspaces whose parent is parentID, not removed.
 	ListChildren(ctx context.Context, orgID, parentID string) ([]Workspace, error)
 	// ListChildrenForUpdate is ListChildren that, inside InTx on Postgres,

@@ -172,3 +172,27 @@ func testQueueHeldByPlan(t *testing.T, f *fixture) {
 	}
 	require.Equal(t, 1, merged)
 }
+
+// testMaxOwnSecretBytes: the largest sum of one workspace's own secrets,
+// computed by the database; globals and other orgs do not count.
+func testMaxOwnSecretBytes(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	other, q := f.org("other")
+	a, b := f.ws(p, "a"), f.ws(p, "b")
+	k := f.dataKey(true)
+	put := func(orgID, wsID, key string, ctLen int) {
+		require.NoError(t, f.s.PutSecret(f.ctx, store.Secret{OrgID: orgID, WorkspaceID: wsID, Key: key, KeyID: k.ID,
+			Ciphertext: make([]byte, ctLen), ValueMAC: "m", Version: 1, CreatedAt: t0, UpdatedAt: t0}))
+	}
+	n, err := f.s.MaxOwnSecretBytes(f.ctx, o.ID, 10, 28)
+	require.NoError(t, err)
+	require.Zero(t, n, "no secret")
+	put(o.ID, "", "GLOBAL", 5000)   // not a workspace's own
+	put(o.ID, a.ID, "AK", 128)      // 2 + 10 + 100
+	put(o.ID, a.ID, "AK2", 10)      // 3 + 10 + 0 (shorter than the overhead)
+	put(o.ID, b.ID, "BKEY", 100)    // 4 + 10 + 72
+	put(other.ID, q.ID, "X", 10000) // another org's
+	n, err = f.s.MaxOwnSecretBytes(f.ctx, o.ID, 10, 28)
+	require.NoError(t, err)
+	require.Equal(t, 2+10+100+3+10, n)
+}

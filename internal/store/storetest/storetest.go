@@ -91,6 +91,7 @@ func Run(t *testing.T, open Opener) {
 		{"Changes", testChanges},
 		{"Changes/RestartQueue", testRestartQueue},
 		{"Changes/QueueHeldByPlan", testQueueHeldByPlan},
+		{"Secrets/MaxOwnBytes", testMaxOwnSecretBytes},
 		{"Retention", testRetention},
 		{"InTx/LockOrgSerializes", testLockOrg},
 		{"InTx/RetriesDeadlock", testInTxRetriesDeadlock},
