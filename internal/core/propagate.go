@@ -62,26 +62,26 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 	}
 	var facts []store.PropagationFacts
 	var unknown []string
+	platformID := ""
 	if ch.WorkspaceID == "" {
-		all, err := tx.ListPropagationFacts(ctx, ch.OrgID, ch.Key, since)
+		// In the database's order (its cheapest join): the decisions are
+		// sorted once made, smaller than the facts.
+		facts, err = tx.ListPropagationFacts(ctx, ch.OrgID, ch.Key, since)
 		if err != nil {
 			return Plan{}, err
 		}
-		// Decisions in workspace id order: the facts query leaves the order
-		// to the database's cheapest join.
-		slices.SortFunc(all, func(a, b store.PropagationFacts) int { return strings.Compare(a.WorkspaceID, b.WorkspaceID) })
-		facts = all
 		// The affected-set query leaves the platform workspace out; its
 		// decision is still reported, and the rules skip it again.
 		pw, err := tx.GetPlatformWorkspace(ctx, ch.OrgID)
 		if err != nil {
 			return Plan{}, err
 		}
+		platformID = pw.ID
 		f, err := tx.GetPropagationFacts(ctx, ch.OrgID, pw.ID, ch.Key, since)
 		if err != nil {
 			unknown = append(unknown, pw.ID)
 		} else {
-			facts = append([]store.PropagationFacts{f}, facts...)
+			facts = append(facts, f)
 		}
 	} else {
 		f, err := tx.GetPropagationFacts(ctx, ch.OrgID, ch.WorkspaceID, ch.Key, since)
@@ -135,8 +135,9 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 	plan.Decisions = slices.Grow(plan.Decisions, len(facts))
 	restarts := 0
 	var burst map[string]bool
-	for _, f := range facts {
-		t := targetOf(f)
+	for i := range facts {
+		f := &facts[i]
+		t := targetOf(*f)
 		if t.RecentAutoRestarts >= s.limits().MaxAutoRestarts && !t.LoopBroken {
 			// An admin restart lifts the breaker.
 			t.RecentAutoRestarts = s.autoRestartsSinceAdmin(ctx, tx, ch.OrgID, f.WorkspaceID, since, t.RecentAutoRestarts)
@@ -171,6 +172,18 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 			plan.broken = append(plan.broken, d.WorkspaceID)
 		}
 	}
+	// Decisions in workspace id order, the platform workspace's first.
+	slices.SortFunc(plan.Decisions, func(a, b propagation.Decision) int {
+		switch {
+		case a.WorkspaceID == b.WorkspaceID:
+			return 0
+		case a.WorkspaceID == platformID:
+			return -1
+		case b.WorkspaceID == platformID:
+			return 1
+		}
+		return strings.Compare(a.WorkspaceID, b.WorkspaceID)
+	})
 	plan.queue = s.queueRestarts(plan.Decisions, restarts, burst, now)
 	op := "set"
 	if ch.Delete {

@@ -561,14 +561,41 @@ func (s *sqlStore) ListPropagationFacts(ctx context.Context, orgID, key string, 
 	}
 	defer rows.Close()
 	var out []PropagationFacts
+	// The four short columns take a handful of values: read in place and
+	// shared, rather than a string allocated per column and row.
+	var kind, runtime, status, policy sql.RawBytes
+	var protected, broken, overrides int
+	var last int64
 	for rows.Next() {
-		f, err := scanFacts(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list propagation facts: %w", err)
+		var f PropagationFacts
+		if err := rows.Scan(&f.WorkspaceID, &kind, &runtime, &status, &policy, &protected, &broken,
+			&overrides, &f.PendingJobID, &f.RecentAutoRestarts, &last); err != nil {
+			return nil, fmt.Errorf("list propagation facts: %w", mapErr(err))
 		}
+		f.Kind, f.Runtime, f.Status, f.RestartPolicy = internWord(kind), internWord(runtime), internWord(status), internWord(policy)
+		f.Protected, f.LoopBroken, f.OverridesKey = protected != 0, broken != 0, overrides != 0
+		f.LastAutoRestart = fromMicros(last)
 		out = append(out, f)
 	}
 	return out, mapErr(rows.Err())
+}
+
+// words are the values of the workspaces' enum columns.
+var words = func() map[string]string {
+	m := map[string]string{}
+	for _, w := range []string{KindPlatform, KindWorkspace, "process", "docker", "kubernetes", "external",
+		"provisioning", "running", "degraded", "failed", "stopped", "paused", "removed", "auto", "manual"} {
+		m[w] = w
+	}
+	return m
+}()
+
+// internWord is b as a string, shared when it is one of words.
+func internWord(b []byte) string {
+	if w, ok := words[string(b)]; ok { // no allocation for the lookup
+		return w
+	}
+	return string(b)
 }
 
 // factsOneSelect is factsSelect for one workspace: its recent restarts
