@@ -206,7 +206,7 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		resumed := resume && cur.Status == StatusProvisioning && cur.Box == "" && cur.Generation > 0
 		if resumed {
 			// Its tokens' secrets died with the crashed run: new ones.
-			if err := tx.RevokeBoxTokens(ctx, orgID, wsID, cur.Generation+1, now); err != nil {
+			if err := revokeOldBoxTokens(ctx, tx, cur, cur.Generation+1, now); err != nil {
 				return err
 			}
 		} else {
@@ -763,7 +763,7 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 		return false, false, err
 	}
 	if first {
-		if err := tx.RevokeBoxTokens(ctx, w.OrgID, w.ID, gen, now); err != nil {
+		if err := revokeOldBoxTokens(ctx, tx, w, gen, now); err != nil {
 			return false, false, err
 		}
 		if _, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(w.OrgID), auditEvent{
@@ -774,6 +774,21 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 		}
 	}
 	return true, true, nil
+}
+
+// revokeOldBoxTokens revokes the live tokens minted for a workspace's
+// boxes of generations before gen: its box tokens and, for the platform
+// workspace (startBox mints management tokens for its boxes alone), its
+// management tokens. The latter are found by reading the org's tokens, so
+// other workspaces, restarted by the thousand in a fan-out, skip them.
+func revokeOldBoxTokens(ctx context.Context, tx store.Store, w store.Workspace, before int64, now time.Time) error {
+	if err := tx.RevokeBoxTokens(ctx, w.OrgID, w.ID, before, now); err != nil {
+		return err
+	}
+	if w.Kind != store.KindPlatform {
+		return nil
+	}
+	return tx.RevokeManagementTokens(ctx, w.OrgID, w.ID, before, now)
 }
 
 // setStatus moves a generation between two statuses, if it is still there.

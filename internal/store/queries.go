@@ -247,11 +247,24 @@ func (s *sqlStore) RevokeToken(ctx context.Context, orgID, id string, at time.Ti
 }
 
 func (s *sqlStore) RevokeBoxTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE org_id = $1
-		AND (workspace_id = $2 OR (kind = 'admin' AND acting_workspace_id = $2))
+	// workspace_id first: the statement must find the workspace's tokens
+	// through tokens_workspace. An OR with acting_workspace_id (which no
+	// index leads to) made it scan every token of the org, one more per
+	// restart: each box's first health cost as much as the org's history.
+	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE workspace_id = $2 AND org_id = $1
 		AND box_generation > 0 AND box_generation < $3 AND revoked_at = 0`, orgID, workspaceID, before, toMicros(at))
 	if err != nil {
 		return fmt.Errorf("revoke box tokens: %w", mapErr(err))
+	}
+	return nil
+}
+
+func (s *sqlStore) RevokeManagementTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE org_id = $1
+		AND kind = 'admin' AND acting_workspace_id = $2
+		AND box_generation > 0 AND box_generation < $3 AND revoked_at = 0`, orgID, workspaceID, before, toMicros(at))
+	if err != nil {
+		return fmt.Errorf("revoke management tokens: %w", mapErr(err))
 	}
 	return nil
 }
