@@ -111,6 +111,35 @@ func (s *sqlStore) GetPlatformWorkspace(ctx context.Context, orgID string) (Work
 		`SELECT `+workspaceCols+` FROM workspaces WHERE org_id = $1 AND kind = 'platform'`, orgID))
 }
 
+func (s *sqlStore) WorkspaceStates(ctx context.Context, ids []string) ([]WorkspaceState, error) {
+	out := []WorkspaceState{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	q, arg := `SELECT id, generation, status, heartbeat_at FROM workspaces WHERE id IN (SELECT value FROM json_each($1))`, any(jsonArray(ids))
+	if s.dialect == Postgres {
+		q, arg = `SELECT id, generation, status, heartbeat_at FROM workspaces WHERE id = ANY($1)`, ids
+	}
+	rows, err := s.r.QueryContext(ctx, q, arg)
+	if err != nil {
+		return nil, fmt.Errorf("read workspace states: %w", mapErr(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var w WorkspaceState
+		var heartbeat int64
+		if err := rows.Scan(&w.ID, &w.Generation, &w.Status, &heartbeat); err != nil {
+			return nil, fmt.Errorf("read workspace states: %w", mapErr(err))
+		}
+		w.HeartbeatAt = fromMicros(heartbeat)
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read workspace states: %w", mapErr(err))
+	}
+	return out, nil
+}
+
 func (s *sqlStore) queryWorkspaces(ctx context.Context, q string, args ...any) ([]Workspace, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -65,6 +65,11 @@ type Store interface {
 	// ListChildrenForUpdate is ListChildren that, inside InTx on Postgres,
 	// locks the rows until the transaction ends (cascades rewrite them).
 	ListChildrenForUpdate(ctx context.Context, orgID, parentID string) ([]Workspace, error)
+	// WorkspaceStates reads the generation, status and last heartbeat of
+	// the workspaces with the given ids, across orgs; ids not found are
+	// left out, and the order is the store's. It is the box watchers'
+	// shared safety re-read: one statement for many boxes.
+	WorkspaceStates(ctx context.Context, ids []string) ([]WorkspaceState, error)
 	// UpdateWorkspace writes every mutable column of w (by org and id).
 	UpdateWorkspace(ctx context.Context, w Workspace) error
 

@@ -60,6 +60,7 @@ func Run(t *testing.T, open Opener) {
 		{"Workspaces/Update", testUpdateWorkspace},
 		{"Workspaces/ForUpdateSerializes", testForUpdateSerializes},
 		{"Workspaces/ListActive", testListActiveWorkspaces},
+		{"Workspaces/States", testWorkspaceStates},
 		{"Tokens", testTokens},
 		{"Tokens/Checks", testTokenChecks},
 		{"Tokens/RevokeBoxTokens", testRevokeBoxTokens},
@@ -640,6 +641,37 @@ func testListActiveWorkspaces(t *testing.T, f *fixture) {
 	got, err := f.s.ListActiveWorkspaces(f.ctx)
 	require.NoError(t, err)
 	require.Equal(t, sorted(want...), wsIDs(got), "across orgs, by id")
+}
+
+// testWorkspaceStates: the watchers' sweep reads many workspaces by id,
+// across orgs, in one call; ids it cannot find are left out.
+func testWorkspaceStates(t *testing.T, f *fixture) {
+	_, pa := f.org("a")
+	_, pb := f.org("b")
+	beat := t0.Add(time.Minute)
+	wa := f.ws(pa, "wa", func(w *store.Workspace) { w.Generation, w.HeartbeatAt = 4, beat })
+	wb := f.ws(pb, "wb", status("provisioning"), func(w *store.Workspace) { w.Generation = 2 })
+	f.ws(pa, "unasked")
+
+	got, err := f.s.WorkspaceStates(f.ctx, []string{wb.ID, "w-missing", wa.ID})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []store.WorkspaceState{
+		{ID: wa.ID, Generation: 4, Status: "running", HeartbeatAt: us(beat)},
+		{ID: wb.ID, Generation: 2, Status: "provisioning"},
+	}, got)
+
+	// Many at once: the sweep asks for a batch of ids in one statement.
+	var ids []string
+	for i := range 1500 {
+		ids = append(ids, fmt.Sprintf("w-missing-%d", i))
+	}
+	got, err = f.s.WorkspaceStates(f.ctx, append(ids, wa.ID))
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+
+	got, err = f.s.WorkspaceStates(f.ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, got)
 }
 
 // ---- tokens
