@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +80,10 @@ type boxWatch struct {
 	// kept: a platform box late for its deadline, kept running (degraded):
 	// the restart that owns it ends without a retry, which would stop it.
 	kept atomic.Bool
+	// seen: what the watcher last read of its workspace (nil before its
+	// first read, or after a read that failed), for the shared sweep to
+	// tell whether a change passed it by (watchsweep.go).
+	seen atomic.Pointer[store.WorkspaceState]
 }
 
 func (w *boxWatch) resolve(err error) {
@@ -206,7 +209,7 @@ func (s *Service) startBox(ctx context.Context, orgID, wsID string, fromGen int6
 		resumed := resume && cur.Status == StatusProvisioning && cur.Box == "" && cur.Generation > 0
 		if resumed {
 			// Its tokens' secrets died with the crashed run: new ones.
-			if err := tx.RevokeBoxTokens(ctx, orgID, wsID, cur.Generation+1, now); err != nil {
+			if err := revokeOldBoxTokens(ctx, tx, cur, cur.Generation+1, now); err != nil {
 				return err
 			}
 		} else {
@@ -338,6 +341,7 @@ func (s *Service) watch(w store.Workspace, h provision.Handle, owned bool, start
 	}
 	s.watches[w.ID] = bw
 	s.mu.Unlock()
+	s.sweepStart.Do(s.startWatchSweep)
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
@@ -391,36 +395,14 @@ func (w *boxWatch) nudge() {
 	}
 }
 
-// nudgeAll makes every watcher read the store again: after notifications
-// may have been lost (the listener reconnected), or when the safety checks
-// change pace.
-func (s *Service) nudgeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, bw := range s.watches {
-		bw.nudge()
-	}
-}
-
-// recheckEvery is how long a watcher waits before it reads the store
-// without being told to: a safety net when every change wakes it (a third
-// of the heartbeat timeout, jittered so that watchers spread out), and the
-// old one-second poll while another replica's changes cannot reach it (the
-// store's notifications are down).
-func (s *Service) recheckEvery() time.Duration {
-	if !s.signalled() {
-		return time.Second
-	}
-	d := max(s.cfg.HeartbeatTimeout/3, 50*time.Millisecond)
-	return d*3/4 + rand.N(d/2+1)
-}
-
 // follow is a box's watcher: it waits for health until the provision
 // deadline, then for the box's end. Every way a box fails ends in status
 // failed with a reason, an audit entry and a metric.
 //
-// It reads the workspace when told something changed (nudge), when its
-// heartbeat deadline comes, and otherwise only now and then (recheckEvery).
+// It reads the workspace when it starts, when told something changed
+// (nudge: by whoever changed it, or by the shared sweep when that wake-up
+// was lost), and when its heartbeat deadline comes; never on a timer of
+// its own otherwise, so that its reads do not grow with the boxes.
 func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, started time.Time) {
 	prov := s.provs[w.Runtime]
 	var exited <-chan provision.State
@@ -438,8 +420,6 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 	if exited == nil && prov != nil {
 		pollInspect()
 	}
-	recheck := time.NewTimer(s.recheckEvery())
-	defer recheck.Stop()
 	// beatDue fires when a healthy agent box's heartbeat is due at the
 	// latest: it is degraded if none came by then.
 	beatDue := time.NewTimer(time.Hour)
@@ -464,11 +444,14 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 	// checkDB follows what heartbeats (perhaps on another replica) and
 	// others wrote; it reports false when this box is no longer current.
 	checkDB := func() bool {
-		recheck.Reset(s.recheckEvery())
 		cur, err := s.store.GetWorkspace(ctx, w.OrgID, w.ID)
 		if err != nil {
-			return true // the store may be back soon; keep watching
+			// The store may be back soon; keep watching. Unknown to the
+			// sweep, which wakes this watcher to read again at its next pass.
+			bw.seen.Store(nil)
+			return true
 		}
+		bw.seen.Store(&store.WorkspaceState{ID: cur.ID, Generation: cur.Generation, Status: cur.Status, HeartbeatAt: cur.HeartbeatAt})
 		if cur.Generation != bw.gen {
 			bw.resolve(errors.New("superseded by a newer box"))
 			return false
@@ -511,10 +494,6 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 			if !checkDB() {
 				return
 			}
-		case <-recheck.C:
-			if !checkDB() {
-				return
-			}
 		case <-beatDue.C:
 			if !checkDB() {
 				return
@@ -530,6 +509,7 @@ func (s *Service) follow(ctx context.Context, bw *boxWatch, w store.Workspace, s
 				if st, err := s.provInspect(ctx, prov, bw.handle); err == nil && st.Running {
 					if s.markHealthy(w.OrgID, w.ID, bw.gen, "alive for ready_after") {
 						healthy = true
+						bw.sawStatus(StatusRunning) // its own write: nothing for the sweep to wake it for
 						s.metrics.ProvisionLatency.WithLabelValues(w.Runtime).Observe(s.clock.Now().Sub(started).Seconds())
 						s.metrics.Provisions.WithLabelValues(w.Runtime, "healthy").Inc()
 						bw.resolve(nil)
@@ -763,7 +743,7 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 		return false, false, err
 	}
 	if first {
-		if err := tx.RevokeBoxTokens(ctx, w.OrgID, w.ID, gen, now); err != nil {
+		if err := revokeOldBoxTokens(ctx, tx, w, gen, now); err != nil {
 			return false, false, err
 		}
 		if _, err := tx.AppendAudit(ctx, s.auditEntry(ctx, systemPrincipal(w.OrgID), auditEvent{
@@ -774,6 +754,21 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 		}
 	}
 	return true, true, nil
+}
+
+// revokeOldBoxTokens revokes the live tokens minted for a workspace's
+// boxes of generations before gen: its box tokens and, for the platform
+// workspace (startBox mints management tokens for its boxes alone), its
+// management tokens. The latter are found by reading the org's tokens, so
+// other workspaces, restarted by the thousand in a fan-out, skip them.
+func revokeOldBoxTokens(ctx context.Context, tx store.Store, w store.Workspace, before int64, now time.Time) error {
+	if err := tx.RevokeBoxTokens(ctx, w.OrgID, w.ID, before, now); err != nil {
+		return err
+	}
+	if w.Kind != store.KindPlatform {
+		return nil
+	}
+	return tx.RevokeManagementTokens(ctx, w.OrgID, w.ID, before, now)
 }
 
 // setStatus moves a generation between two statuses, if it is still there.

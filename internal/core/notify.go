@@ -17,7 +17,7 @@ import (
 // forwarded, so that event streams on every replica show every change. A
 // store only this process uses (SQLite) needs none of it: the in-process
 // signals see every write. The polls stay, slower, as a backup; while the
-// listener is down the watchers go back to polling every second.
+// listener is down the watchers' shared sweep re-reads every second.
 
 // signalled reports whether every change that concerns this replica's
 // watchers and workers wakes them: always on a store only this process
@@ -45,7 +45,7 @@ func (s *Service) listen(ctx context.Context) {
 			}
 			// What changed while nobody listened was not announced: look now.
 			s.kick()
-			s.nudgeAll()
+			s.sweepSoon()
 		}, s.dispatch)
 		s.listening.Store(false)
 		s.metrics.ListenerConnected.Set(0)
@@ -57,7 +57,7 @@ func (s *Service) listen(ctx context.Context) {
 		}
 		lost = true
 		s.log.Warn("lost the store's notifications; polling until they are back", "err", err, "retry_in", wait)
-		s.nudgeAll() // the watchers check every second meanwhile
+		s.sweepSoon() // the watchers' sweep runs every second meanwhile
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

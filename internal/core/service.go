@@ -174,6 +174,10 @@ type Service struct {
 	fwdDropped atomic.Int64
 	mu         sync.Mutex
 	watches    map[string]*boxWatch // workspace id -> watcher of its current box
+	// The watchers' shared sweep (watchsweep.go): started with the first
+	// watcher; sweepNow asks it for a pass at once.
+	sweepStart sync.Once
+	sweepNow   chan struct{}
 	locks      map[string]*wsLock
 	bg         sync.WaitGroup
 	stop       context.CancelFunc
@@ -204,7 +208,7 @@ type Options struct {
 func New(st store.Store, opts Options) *Service {
 	s := &Service{store: st, clock: opts.Clock, log: opts.Logger, keys: opts.Keys, provs: opts.Provisioners,
 		cfg: opts.Runtime, metrics: opts.Metrics, holdQueue: opts.HoldQueue, events: NewBus(), owner: ids.New("p"),
-		wake: make(chan struct{}, 1), watches: map[string]*boxWatch{}, locks: map[string]*wsLock{},
+		wake: make(chan struct{}, 1), watches: map[string]*boxWatch{}, sweepNow: make(chan struct{}, 1), locks: map[string]*wsLock{},
 		platformDown: map[string]time.Time{}}
 	if s.clock == nil {
 		s.clock = SystemClock{}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -72,6 +73,57 @@ func TestHeartbeatBeforeWatchIsSeen(t *testing.T) {
 		waitJob(t, e, job.ID, store.JobSucceeded)
 		require.EqualValues(t, gen, getWS(t, e, w.ID).Generation)
 	}
+}
+
+// silentSpec: an agent box (no command of its own) that quickAgents does
+// not heartbeat for.
+var silentSpec = json.RawMessage(`{"env":{"TEST_SILENT_AGENT":"1"}}`)
+
+// mostlyQuickAgents heartbeats at start as quickAgents does, except for the
+// boxes of silentSpec.
+type mostlyQuickAgents struct{ quickAgents }
+
+func (p mostlyQuickAgents) Start(ctx context.Context, spec provision.Spec) (provision.Handle, error) {
+	if spec.Env["TEST_SILENT_AGENT"] != "" {
+		return p.Provisioner.Start(ctx, spec)
+	}
+	return p.quickAgents.Start(ctx, spec)
+}
+
+// The lost wake-up after the first read: another replica records a box's
+// heartbeat and its notification never arrives. No watcher reads the store
+// on a timer of its own any longer; the watchers' shared sweep finds the
+// change and wakes the watcher, which then follows the box's heartbeat
+// deadline (here: none comes, so the box is degraded).
+func TestWatchSweepFindsChangeWhoseWakeUpWasLost(t *testing.T) {
+	t.Parallel()
+	rt := slowChecks()
+	rt.HeartbeatTimeout = 300 * time.Millisecond // the sweep: every 100ms
+	provs := map[string]provision.Provisioner{provision.RuntimeProcess: mostlyQuickAgents{quickAgents{fake.New(), t}}}
+	e := testenv.New(t, testenv.Options{Runtime: rt, Provisioners: provs})
+	ctx := context.Background()
+	waitWS(t, e, e.Org.Platform.ID, "platform running", func(w client.Workspace) bool { return w.Status == "running" })
+	w, err := e.Admin.CreateWorkspace(ctx, client.CreateWorkspace{Name: "silent", Spec: silentSpec})
+	require.NoError(t, err)
+	var cur store.Workspace
+	e.Eventually(10*time.Second, func() bool {
+		cur, err = e.Store.GetWorkspace(ctx, e.Org.Org.ID, w.ID)
+		return err == nil && cur.Status == "provisioning" && cur.Box != ""
+	}, "the silent box started and recorded")
+
+	// Straight into the store, as another replica's heartbeat would be
+	// written: nothing in this process is told.
+	require.NoError(t, e.Store.InTx(ctx, func(tx store.Store) error {
+		cur, err := tx.GetWorkspaceForUpdate(ctx, e.Org.Org.ID, w.ID)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		cur.Status, cur.HealthyAt, cur.HeartbeatAt, cur.UpdatedAt = "running", now, now, now
+		return tx.UpdateWorkspace(ctx, cur)
+	}))
+	got := waitWS(t, e, w.ID, "degraded by its watcher", func(x client.Workspace) bool { return x.Status == "degraded" })
+	require.Contains(t, got.LastError, "no heartbeat")
 }
 
 func waitJob(t *testing.T, e *testenv.Env, id, state string) store.RestartJob {

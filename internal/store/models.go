@@ -42,6 +42,14 @@ type Workspace struct {
 	UpdatedAt time.Time
 }
 
+// WorkspaceState is the part of a workspace its box's watcher follows.
+type WorkspaceState struct {
+	ID          string
+	Generation  int64
+	Status      string
+	HeartbeatAt time.Time
+}
+
 // Token kinds.
 const (
 	TokenAdmin     = "admin"

@@ -111,6 +111,35 @@ func (s *sqlStore) GetPlatformWorkspace(ctx context.Context, orgID string) (Work
 		`SELECT `+workspaceCols+` FROM workspaces WHERE org_id = $1 AND kind = 'platform'`, orgID))
 }
 
+func (s *sqlStore) WorkspaceStates(ctx context.Context, ids []string) ([]WorkspaceState, error) {
+	out := []WorkspaceState{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	q, arg := `SELECT id, generation, status, heartbeat_at FROM workspaces WHERE id IN (SELECT value FROM json_each($1))`, any(jsonArray(ids))
+	if s.dialect == Postgres {
+		q, arg = `SELECT id, generation, status, heartbeat_at FROM workspaces WHERE id = ANY($1)`, ids
+	}
+	rows, err := s.r.QueryContext(ctx, q, arg)
+	if err != nil {
+		return nil, fmt.Errorf("read workspace states: %w", mapErr(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var w WorkspaceState
+		var heartbeat int64
+		if err := rows.Scan(&w.ID, &w.Generation, &w.Status, &heartbeat); err != nil {
+			return nil, fmt.Errorf("read workspace states: %w", mapErr(err))
+		}
+		w.HeartbeatAt = fromMicros(heartbeat)
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read workspace states: %w", mapErr(err))
+	}
+	return out, nil
+}
+
 func (s *sqlStore) queryWorkspaces(ctx context.Context, q string, args ...any) ([]Workspace, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -261,11 +290,24 @@ func (s *sqlStore) RevokeToken(ctx context.Context, orgID, id string, at time.Ti
 }
 
 func (s *sqlStore) RevokeBoxTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE org_id = $1
-		AND (workspace_id = $2 OR (kind = 'admin' AND acting_workspace_id = $2))
+	// workspace_id first: the statement must find the workspace's tokens
+	// through tokens_workspace. An OR with acting_workspace_id (which no
+	// index leads to) made it scan every token of the org, one more per
+	// restart: each box's first health cost as much as the org's history.
+	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE workspace_id = $2 AND org_id = $1
 		AND box_generation > 0 AND box_generation < $3 AND revoked_at = 0`, orgID, workspaceID, before, toMicros(at))
 	if err != nil {
 		return fmt.Errorf("revoke box tokens: %w", mapErr(err))
+	}
+	return nil
+}
+
+func (s *sqlStore) RevokeManagementTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = $4 WHERE org_id = $1
+		AND kind = 'admin' AND acting_workspace_id = $2
+		AND box_generation > 0 AND box_generation < $3 AND revoked_at = 0`, orgID, workspaceID, before, toMicros(at))
+	if err != nil {
+		return fmt.Errorf("revoke management tokens: %w", mapErr(err))
 	}
 	return nil
 }

@@ -69,6 +69,11 @@ type Store interface {
 	// ListChildrenForUpdate is ListChildren that, inside InTx on Postgres,
 	// locks the rows until the transaction ends (cascades rewrite them).
 	ListChildrenForUpdate(ctx context.Context, orgID, parentID string) ([]Workspace, error)
+	// WorkspaceStates reads the generation, status and last heartbeat of
+	// the workspaces with the given ids, across orgs; ids not found are
+	// left out, and the order is the store's. It is the box watchers'
+	// shared safety re-read: one statement for many boxes.
+	WorkspaceStates(ctx context.Context, ids []string) ([]WorkspaceState, error)
 	// UpdateWorkspace writes every mutable column of w (by org and id).
 	UpdateWorkspace(ctx context.Context, w Workspace) error
 
@@ -87,11 +92,18 @@ type Store interface {
 	ListTokens(ctx context.Context, orgID string) ([]Token, error)
 	RevokeToken(ctx context.Context, orgID, id string, at time.Time) error
 	TouchToken(ctx context.Context, id string, at time.Time) error
-	// RevokeBoxTokens revokes the live tokens minted for the workspace's
-	// boxes of generations before gen (its box tokens, and the admin tokens
-	// bound to it that were minted per provision: the platform's management
-	// tokens).
+	// RevokeBoxTokens revokes the live box tokens minted for the
+	// workspace's boxes of generations before gen (workspace tokens; see
+	// RevokeManagementTokens for the platform's admin tokens). It reads the
+	// workspace's tokens only, through an index: it runs at every box's
+	// first health.
 	RevokeBoxTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error
+	// RevokeManagementTokens revokes the live admin tokens bound to the
+	// workspace that were minted per provision of its boxes of generations
+	// before gen: the platform's management tokens. No index leads to them
+	// (it reads the org's tokens), so it is meant for the platform
+	// workspace, the only one whose boxes get them.
+	RevokeManagementTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error
 
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
 	ListAudit(ctx context.Context, orgID string, f AuditFilter) ([]AuditEntry, error)

@@ -60,8 +60,10 @@ func Run(t *testing.T, open Opener) {
 		{"Workspaces/Update", testUpdateWorkspace},
 		{"Workspaces/ForUpdateSerializes", testForUpdateSerializes},
 		{"Workspaces/ListActive", testListActiveWorkspaces},
+		{"Workspaces/States", testWorkspaceStates},
 		{"Tokens", testTokens},
 		{"Tokens/Checks", testTokenChecks},
+		{"Tokens/RevokeBoxTokens", testRevokeBoxTokens},
 		{"Audit", testAudit},
 		{"Audit/AppendOnlyInSchema", testAuditAppendOnly},
 		{"Meta", testMeta},
@@ -644,6 +646,37 @@ func testListActiveWorkspaces(t *testing.T, f *fixture) {
 	require.Equal(t, sorted(want...), wsIDs(got), "across orgs, by id")
 }
 
+// testWorkspaceStates: the watchers' sweep reads many workspaces by id,
+// across orgs, in one call; ids it cannot find are left out.
+func testWorkspaceStates(t *testing.T, f *fixture) {
+	_, pa := f.org("a")
+	_, pb := f.org("b")
+	beat := t0.Add(time.Minute)
+	wa := f.ws(pa, "wa", func(w *store.Workspace) { w.Generation, w.HeartbeatAt = 4, beat })
+	wb := f.ws(pb, "wb", status("provisioning"), func(w *store.Workspace) { w.Generation = 2 })
+	f.ws(pa, "unasked")
+
+	got, err := f.s.WorkspaceStates(f.ctx, []string{wb.ID, "w-missing", wa.ID})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []store.WorkspaceState{
+		{ID: wa.ID, Generation: 4, Status: "running", HeartbeatAt: us(beat)},
+		{ID: wb.ID, Generation: 2, Status: "provisioning"},
+	}, got)
+
+	// Many at once: the sweep asks for a batch of ids in one statement.
+	var ids []string
+	for i := range 1500 {
+		ids = append(ids, fmt.Sprintf("w-missing-%d", i))
+	}
+	got, err = f.s.WorkspaceStates(f.ctx, append(ids, wa.ID))
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+
+	got, err = f.s.WorkspaceStates(f.ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, got)
+}
+
 // ---- tokens
 
 func testTokens(t *testing.T, f *fixture) {
@@ -700,6 +733,65 @@ func testTokens(t *testing.T, f *fixture) {
 	require.NoError(t, err)
 	require.Equal(t, us(t0.Add(3*time.Minute)), got.LastUsedAt)
 	require.NoError(t, f.s.TouchToken(f.ctx, "t-missing", t0), "touching a missing token is harmless")
+}
+
+// testRevokeBoxTokens: a box's first health revokes the tokens of the
+// workspace's older boxes, and only those; the platform's management
+// tokens are revoked on their own.
+func testRevokeBoxTokens(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	other, otherP := f.org("other")
+	w := f.ws(p, "w")
+	sibling := f.ws(p, "sibling")
+	boxTok := func(ws store.Workspace, gen int64) store.Token {
+		return store.Token{ID: id("t"), OrgID: ws.OrgID, Kind: store.TokenWorkspace, Name: fmt.Sprint("box-g", gen),
+			WorkspaceID: ws.ID, SecretHash: []byte("h"), BoxGeneration: gen, CreatedAt: t0}
+	}
+	mgmtTok := func(ws store.Workspace, gen int64) store.Token {
+		return store.Token{ID: id("t"), OrgID: ws.OrgID, Kind: store.TokenAdmin, Name: fmt.Sprint("management-g", gen),
+			ActingWorkspaceID: ws.ID, SecretHash: []byte("h"), BoxGeneration: gen, CreatedAt: t0}
+	}
+	w1, w2, w3 := boxTok(w, 1), boxTok(w, 2), boxTok(w, 3)
+	sib1 := boxTok(sibling, 1)
+	p1, p2, pBox1 := mgmtTok(p, 1), mgmtTok(p, 2), boxTok(p, 1)
+	// Bound to the platform but minted by a person, not per provision.
+	concierge := store.Token{ID: id("t"), OrgID: o.ID, Kind: store.TokenAdmin, Name: "concierge",
+		ActingWorkspaceID: p.ID, SecretHash: []byte("h"), CreatedAt: t0}
+	foreign := mgmtTok(otherP, 1)
+	for _, k := range []store.Token{w1, w2, w3, sib1, p1, p2, pBox1, concierge, foreign} {
+		require.NoError(t, f.s.InsertToken(f.ctx, k))
+	}
+	earlier, at := t0.Add(time.Minute), t0.Add(time.Hour)
+	require.NoError(t, f.s.RevokeToken(f.ctx, o.ID, w1.ID, earlier))
+
+	revokedAt := func() map[string]time.Time {
+		t.Helper()
+		out := map[string]time.Time{}
+		for _, org := range []string{o.ID, other.ID} {
+			list, err := f.s.ListTokens(f.ctx, org)
+			require.NoError(t, err)
+			for _, k := range list {
+				out[k.ID] = k.RevokedAt
+			}
+		}
+		return out
+	}
+
+	require.NoError(t, f.s.RevokeBoxTokens(f.ctx, o.ID, w.ID, 3, at))
+	require.Equal(t, map[string]time.Time{
+		w1.ID: us(earlier), // revoked already: the first time stays
+		w2.ID: us(at),
+		w3.ID: {}, sib1.ID: {}, p1.ID: {}, p2.ID: {}, pBox1.ID: {}, concierge.ID: {}, foreign.ID: {},
+	}, revokedAt(), "box tokens of w before generation 3")
+
+	require.NoError(t, f.s.RevokeBoxTokens(f.ctx, o.ID, p.ID, 2, at))
+	require.NoError(t, f.s.RevokeManagementTokens(f.ctx, o.ID, p.ID, 2, at))
+	require.NoError(t, f.s.RevokeManagementTokens(f.ctx, other.ID, p.ID, 3, at), "another org's: nothing")
+	require.Equal(t, map[string]time.Time{
+		w1.ID: us(earlier), w2.ID: us(at), w3.ID: {}, sib1.ID: {},
+		p1.ID: us(at), pBox1.ID: us(at),
+		p2.ID: {}, concierge.ID: {}, foreign.ID: {},
+	}, revokedAt(), "the platform's box and management tokens before generation 2")
 }
 
 func testTokenChecks(t *testing.T, f *fixture) {
