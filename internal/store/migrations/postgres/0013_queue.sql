@@ -23,3 +23,7 @@ CREATE INDEX change_restarts_open ON change_restarts (org_id, run_after) WHERE n
 CREATE TRIGGER change_restarts_notify_insert AFTER INSERT ON change_restarts
     FOR EACH STATEMENT
     EXECUTE FUNCTION orgplane_notify_jobs();
+
+-- The platform box's management tokens, revoked when its next box is
+-- healthy, are found by index rather than by reading the org's tokens.
+CREATE INDEX tokens_acting_workspace ON tokens (acting_workspace_id) WHERE acting_workspace_id IS NOT NULL;

@@ -18,3 +18,7 @@ CREATE TABLE change_restarts (
 );
 -- the queue: open batches per org, due first first
 CREATE INDEX change_restarts_open ON change_restarts (org_id, run_after) WHERE next < n;
+
+-- The platform box's management tokens, revoked when its next box is
+-- healthy, are found by index rather than by reading the org's tokens.
+CREATE INDEX tokens_acting_workspace ON tokens (acting_workspace_id) WHERE acting_workspace_id IS NOT NULL;
