@@ -116,13 +116,12 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 	// value, nothing left queued). Jobs claimed meanwhile are no longer
 	// pending: for those the change queues a restart of its own.
 	var merging []string
-	var held map[string]bool
 	for _, f := range facts {
 		if f.PendingJobID != "" {
 			merging = append(merging, f.PendingJobID)
 		}
 	}
-	held, err = tx.LockPendingJobs(ctx, merging)
+	held, err := tx.LockPendingJobs(ctx, merging)
 	if err != nil {
 		return Plan{}, err
 	}
