@@ -701,16 +701,11 @@ func (s *Service) startAsync(orgID, wsID string, gen int64, cause string) {
 // it could record anything (the store was away, say) is retried rather than
 // left waiting for the next control-plane restart.
 func (s *Service) startStuck(ctx context.Context) {
-	list, err := s.store.ListActiveWorkspaces(ctx)
+	list, err := s.store.ListStuckStarts(ctx, s.clock.Now().Add(-s.cfg.ProvisionTimeout))
 	if err != nil {
 		return
 	}
-	now := s.clock.Now()
 	for _, w := range list {
-		if w.Status != StatusProvisioning || w.Box != "" || w.Runtime == RuntimeExternal ||
-			now.Sub(w.UpdatedAt) < s.cfg.ProvisionTimeout {
-			continue
-		}
 		jobs, err := s.store.ListOpenJobs(ctx, w.OrgID, w.ID)
 		if err != nil {
 			continue

@@ -57,16 +57,15 @@ func (s *Service) superviseBoxes(ctx context.Context) {
 // lease is missing or lapsed, or another replica holds it now (then this
 // replica's stale watch of it, if any, ends).
 func (s *Service) takeOverLapsed(ctx context.Context) {
-	list, err := s.store.ListActiveWorkspaces(ctx)
-	if err != nil {
-		return
-	}
-	leases, err := s.store.ListSupervision(ctx)
-	if err != nil {
-		return
-	}
 	now := s.clock.Now()
-	for _, w := range list {
+	// Only the boxes this replica holds no live lease on: on one replica,
+	// none in the steady state, whatever the number of boxes.
+	list, err := s.store.ListUnsupervised(ctx, s.owner, now)
+	if err != nil {
+		return
+	}
+	for _, b := range list {
+		w, l := b.Workspace, b.Lease
 		if w.Runtime == RuntimeExternal || ctx.Err() != nil {
 			continue
 		}
@@ -74,7 +73,7 @@ func (s *Service) takeOverLapsed(ctx context.Context) {
 		if !ok || !s.sees(w.Runtime, h) {
 			continue
 		}
-		l, leased := leases[w.ID]
+		leased := l.Owner != ""
 		s.mu.Lock()
 		bw := s.watches[w.ID]
 		s.mu.Unlock()

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -59,4 +60,69 @@ func (s *sqlStore) ClearSupervision(ctx context.Context) error {
 		return fmt.Errorf("clear supervision: %w", mapErr(err))
 	}
 	return nil
+}
+
+// UnsupervisedBox is an active workspace whose box owner does not hold a
+// live lease on: none, a lapsed one, or another replica's (Lease.Owner).
+type UnsupervisedBox struct {
+	Workspace Workspace
+	Lease     Supervision // zero when there is none
+}
+
+// withExtra scans a row's leading columns into a caller's destinations
+// and the trailing ones into extra.
+type withExtra struct {
+	sc    scanner
+	extra []any
+}
+
+func (w withExtra) Scan(dest ...any) error { return w.sc.Scan(append(dest, w.extra...)...) }
+
+// ListUnsupervised lists the active workspaces whose box owner does not
+// hold a live lease on, with their lease: what a replica checks for boxes
+// to take over, without reading those it supervises (on one replica, all
+// of them).
+func (s *sqlStore) ListUnsupervised(ctx context.Context, owner string, now time.Time) ([]UnsupervisedBox, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+prefixCols("w.", workspaceCols)+`,
+		COALESCE(l.owner, ''), COALESCE(l.generation, 0), COALESCE(l.until, 0)
+		FROM workspaces w LEFT JOIN box_supervision l ON l.workspace_id = w.id
+		WHERE w.status IN ('provisioning', 'running', 'degraded')
+		  AND (l.workspace_id IS NULL OR l.until < $2 OR l.owner <> $1)
+		ORDER BY w.id`, owner, toMicros(now))
+	if err != nil {
+		return nil, fmt.Errorf("list unsupervised boxes: %w", mapErr(err))
+	}
+	defer rows.Close()
+	var out []UnsupervisedBox
+	for rows.Next() {
+		var b UnsupervisedBox
+		var until int64
+		w, err := scanWorkspace(withExtra{rows, []any{&b.Lease.Owner, &b.Lease.Generation, &until}})
+		if err != nil {
+			return nil, fmt.Errorf("list unsupervised boxes: %w", err)
+		}
+		b.Workspace = w
+		if b.Lease.Owner != "" {
+			b.Lease.WorkspaceID, b.Lease.Until = w.ID, fromMicros(until)
+		}
+		out = append(out, b)
+	}
+	return out, mapErr(rows.Err())
+}
+
+// ListStuckStarts lists the workspaces provisioning with no box recorded
+// since before a time (not of the external runtime): starts that may never
+// have happened.
+func (s *sqlStore) ListStuckStarts(ctx context.Context, before time.Time) ([]Workspace, error) {
+	return s.queryWorkspaces(ctx, `SELECT `+workspaceCols+` FROM workspaces
+		WHERE status = 'provisioning' AND box = '' AND runtime <> 'external' AND updated_at < $1 ORDER BY id`, toMicros(before))
+}
+
+// prefixCols qualifies each of a column list's names with prefix.
+func prefixCols(prefix, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -196,3 +196,47 @@ func testMaxOwnSecretBytes(t *testing.T, f *fixture) {
 	require.NoError(t, err)
 	require.Equal(t, 2+10+100+3+10, n)
 }
+
+// testListUnsupervised: the active workspaces an owner holds no live
+// lease on (none, lapsed, another's), with the lease; and the starts that
+// never happened.
+func testListUnsupervised(t *testing.T, f *fixture) {
+	_, p := f.org("acme")
+	running := status("running")
+	mine, lapsed, theirs, free := f.ws(p, "mine", running), f.ws(p, "lapsed", running), f.ws(p, "theirs", running), f.ws(p, "free", running)
+	f.ws(p, "stopped", status("stopped"))
+	claim := func(w store.Workspace, owner string, until time.Time) {
+		ok, err := f.s.ClaimSupervision(f.ctx, w.ID, owner, 1, t0, until, true)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	claim(mine, "r1", t0.Add(time.Hour))
+	claim(lapsed, "r1", t0.Add(-time.Minute))
+	claim(theirs, "r2", t0.Add(time.Hour))
+	got, err := f.s.ListUnsupervised(f.ctx, "r1", t0)
+	require.NoError(t, err)
+	byID := map[string]store.Supervision{}
+	for _, b := range got {
+		byID[b.Workspace.ID] = b.Lease
+	}
+	want := map[string]store.Supervision{
+		p.ID:      {}, // the platform workspace (the fixture's, running) has no lease
+		lapsed.ID: {WorkspaceID: lapsed.ID, Owner: "r1", Generation: 1, Until: us(t0.Add(-time.Minute))},
+		theirs.ID: {WorkspaceID: theirs.ID, Owner: "r2", Generation: 1, Until: us(t0.Add(time.Hour))},
+		free.ID:   {},
+	}
+	if p.Status != "running" && p.Status != "provisioning" && p.Status != "degraded" {
+		delete(want, p.ID)
+	}
+	require.Equal(t, want, byID)
+
+	stuck := f.ws(p, "stuck", func(w *store.Workspace) { w.Status, w.Box, w.UpdatedAt = "provisioning", "", t0.Add(-time.Hour) })
+	f.ws(p, "starting", func(w *store.Workspace) { w.Status, w.Box, w.UpdatedAt = "provisioning", "", t0 })
+	f.ws(p, "ext", func(w *store.Workspace) {
+		w.Status, w.Box, w.Runtime, w.UpdatedAt = "provisioning", "", "external", t0.Add(-time.Hour)
+	})
+	list, err := f.s.ListStuckStarts(f.ctx, t0.Add(-time.Minute))
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, stuck.ID, list[0].ID)
+}

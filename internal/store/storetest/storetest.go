@@ -102,6 +102,7 @@ func Run(t *testing.T, open Opener) {
 		{"Workspaces/ListChildrenForUpdate", testListChildrenForUpdate},
 		{"LockServer", testLockServer},
 		{"Supervision", testSupervision},
+		{"Supervision/ListUnsupervised", testListUnsupervised},
 		{"Users", testUsers},
 		{"Policy", testPolicy},
 		{"LoginLinks", testLoginLinks},
