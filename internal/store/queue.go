@@ -78,7 +78,7 @@ func (s *sqlStore) QueuedRestarts(ctx context.Context, orgID string) (map[string
 	if err := s.lockClaims(ctx, orgID); err != nil {
 		return nil, fmt.Errorf("read the restart queue: %w", err)
 	}
-	rows, err := s.w.QueryContext(ctx, `SELECT change_id, ids, next FROM change_restarts WHERE org_id = $1 AND next < n`, orgID)
+	rows, err := s.w.QueryContext(ctx, `SELECT change_id, ids, next FROM change_restarts WHERE org_id = $1 AND open = 1`, orgID)
 	if err != nil {
 		return nil, fmt.Errorf("read the restart queue: %w", mapErr(err))
 	}
@@ -101,7 +101,7 @@ func (s *sqlStore) QueuedRestarts(ctx context.Context, orgID string) (map[string
 // queued and not taken yet.
 func (s *sqlStore) QueuedChangesOf(ctx context.Context, orgID, workspaceID string) ([]string, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT change_id, ids, next FROM change_restarts
-		WHERE org_id = $1 AND next < n AND first_id <= $2 AND last_id >= $2`, orgID, workspaceID)
+		WHERE org_id = $1 AND open = 1 AND first_id <= $2 AND last_id >= $2`, orgID, workspaceID)
 	if err != nil {
 		return nil, fmt.Errorf("read the restart queue: %w", mapErr(err))
 	}
@@ -126,7 +126,7 @@ func (s *sqlStore) QueuedChangesOf(ctx context.Context, orgID, workspaceID strin
 // countQueued counts the restarts queued in changes and not taken yet.
 func (s *sqlStore) countQueued(ctx context.Context) (int, error) {
 	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT COALESCE(SUM(n - next), 0) FROM change_restarts WHERE next < n`).Scan(&n); err != nil {
+	if err := s.r.QueryRowContext(ctx, `SELECT COALESCE(SUM(n - next), 0) FROM change_restarts WHERE open = 1`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count queued restarts: %w", mapErr(err))
 	}
 	return n, nil
@@ -136,7 +136,7 @@ func (s *sqlStore) countQueued(ctx context.Context) (int, error) {
 // due by now).
 func (s *sqlStore) queuedDue(ctx context.Context, orgID string, nowUS int64) (int64, error) {
 	var due int64
-	err := s.r.QueryRowContext(ctx, `SELECT run_after FROM change_restarts WHERE org_id = $1 AND next < n AND run_after <= $2
+	err := s.r.QueryRowContext(ctx, `SELECT run_after FROM change_restarts WHERE org_id = $1 AND open = 1 AND run_after <= $2
 		ORDER BY run_after LIMIT 1`, orgID, nowUS).Scan(&due)
 	if errors.Is(mapErr(err), ErrNotFound) {
 		return -1, nil
@@ -167,7 +167,7 @@ func (s *sqlStore) takeQueued(ctx context.Context, orgID, owner string, now, lea
 		var runAfter, created int64
 		err := s.w.QueryRowContext(ctx, `SELECT q.change_id, q.seq, q.run_after, q.ids, q.next, c.caller_workspace_id, c.requested_by, c.created_at
 			FROM change_restarts q JOIN changes c ON c.id = q.change_id
-			WHERE q.org_id = $1 AND q.next < q.n AND q.run_after <= $2
+			WHERE q.org_id = $1 AND q.open = 1 AND q.run_after <= $2
 			ORDER BY q.run_after, q.change_id, q.seq LIMIT 1`, orgID, nowUS).Scan(&change, &seq, &runAfter, &list, &next, &caller, &by, &created)
 		if err != nil {
 			err = mapErr(err)
@@ -177,7 +177,8 @@ func (s *sqlStore) takeQueued(ctx context.Context, orgID, owner string, now, lea
 			return RestartJob{}, err
 		}
 		ws := nthLine(list, next)
-		if _, err := s.w.ExecContext(ctx, `UPDATE change_restarts SET next = next + 1 WHERE change_id = $1 AND seq = $2`, change, seq); err != nil {
+		if _, err := s.w.ExecContext(ctx, `UPDATE change_restarts SET next = next + 1, open = CASE WHEN next + 1 < n THEN 1 ELSE 0 END
+			WHERE change_id = $1 AND seq = $2`, change, seq); err != nil {
 			return RestartJob{}, mapErr(err)
 		}
 		j := RestartJob{ID: ids.New("j"), OrgID: orgID, WorkspaceID: ws, Automatic: true, Reason: lim.QueuedReason,

@@ -1,9 +1,9 @@
 -- A change's restarts before the governor takes them: the workspace ids of
 -- its restart_queued decisions, in batches, taken in order by the claim
--- (next is the index of the first one not taken yet). A fan-out to
--- 100,000 workspaces writes ~800 batch rows here instead of 100,000
--- pending restart jobs; a job is made when the governor takes the
--- workspace (the rules are checked again then anyway).
+-- (next is the index of the first one not taken yet; the batch is open
+-- until all are). A fan-out to 100,000 workspaces writes ~800 batch rows
+-- here instead of 100,000 pending restart jobs; a job is made when the
+-- governor takes the workspace (the rules are checked again then anyway).
 CREATE TABLE change_restarts (
     change_id TEXT NOT NULL,
     seq       INTEGER NOT NULL,
@@ -14,10 +14,15 @@ CREATE TABLE change_restarts (
     ids       TEXT NOT NULL,
     n         INTEGER NOT NULL,
     next      INTEGER NOT NULL DEFAULT 0,
+    open      INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (change_id, seq)
 );
--- the queue: open batches per org, due first first
-CREATE INDEX change_restarts_open ON change_restarts (org_id, run_after) WHERE next < n;
+-- the queue: open batches per org, due first first. Its predicate is on
+-- open, which changes once per batch, not on next, which every claim
+-- moves: on Postgres a claim's update is then a heap-only one (no index
+-- entry, room left in the page for it), and a long drain leaves no trail
+-- of dead index entries to step over.
+CREATE INDEX change_restarts_open ON change_restarts (org_id, run_after) WHERE open = 1;
 
 -- The platform box's management tokens, revoked when its next box is
 -- healthy, are found by index rather than by reading the org's tokens.
