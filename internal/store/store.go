@@ -229,8 +229,8 @@ type Store interface {
 	ReleaseSupervision(ctx context.Context, workspaceID, owner string) error
 	// ListSupervision lists every lease by workspace id.
 	ListSupervision(ctx context.Context) (map[string]Supervision, error)
-	// ListUnsupervised lists the active workspaces whose box owner holds no
-	// live lease on, with their lease (supervision.go); ListStuckStarts the
+	// ListUnsupervised lists the active workspaces with a recorded box
+	// that owner holds no live lease on, with their lease (supervision.go); ListStuckStarts the
 	// workspaces provisioning with no box since before a time.
 	ListUnsupervised(ctx context.Context, owner string, now time.Time) ([]UnsupervisedBox, error)
 	ListStuckStarts(ctx context.Context, before time.Time) ([]Workspace, error)

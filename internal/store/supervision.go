@@ -78,15 +78,15 @@ type withExtra struct {
 
 func (w withExtra) Scan(dest ...any) error { return w.sc.Scan(append(dest, w.extra...)...) }
 
-// ListUnsupervised lists the active workspaces whose box owner does not
-// hold a live lease on, with their lease: what a replica checks for boxes
-// to take over, without reading those it supervises (on one replica, all
-// of them).
+// ListUnsupervised lists the active workspaces with a recorded box that
+// owner does not hold a live lease on, with their lease: what a replica
+// checks for boxes to take over, without reading those it supervises (on
+// one replica, all of them).
 func (s *sqlStore) ListUnsupervised(ctx context.Context, owner string, now time.Time) ([]UnsupervisedBox, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+prefixCols("w.", workspaceCols)+`,
 		COALESCE(l.owner, ''), COALESCE(l.generation, 0), COALESCE(l.until, 0)
 		FROM workspaces w LEFT JOIN box_supervision l ON l.workspace_id = w.id
-		WHERE w.status IN ('provisioning', 'running', 'degraded')
+		WHERE w.status IN ('provisioning', 'running', 'degraded') AND w.box <> ''
 		  AND (l.workspace_id IS NULL OR l.until < $2 OR l.owner <> $1)
 		ORDER BY w.id`, owner, toMicros(now))
 	if err != nil {

@@ -202,9 +202,10 @@ func testMaxOwnSecretBytes(t *testing.T, f *fixture) {
 // never happened.
 func testListUnsupervised(t *testing.T, f *fixture) {
 	_, p := f.org("acme")
-	running := status("running")
+	running := func(w *store.Workspace) { w.Status, w.Box = "running", `{"id":"box"}` }
 	mine, lapsed, theirs, free := f.ws(p, "mine", running), f.ws(p, "lapsed", running), f.ws(p, "theirs", running), f.ws(p, "free", running)
 	f.ws(p, "stopped", status("stopped"))
+	f.ws(p, "no-box", status("running")) // nothing recorded to adopt
 	claim := func(w store.Workspace, owner string, until time.Time) {
 		ok, err := f.s.ClaimSupervision(f.ctx, w.ID, owner, 1, t0, until, true)
 		require.NoError(t, err)
@@ -219,16 +220,11 @@ func testListUnsupervised(t *testing.T, f *fixture) {
 	for _, b := range got {
 		byID[b.Workspace.ID] = b.Lease
 	}
-	want := map[string]store.Supervision{
-		p.ID:      {}, // the platform workspace (the fixture's, running) has no lease
+	require.Equal(t, map[string]store.Supervision{
 		lapsed.ID: {WorkspaceID: lapsed.ID, Owner: "r1", Generation: 1, Until: us(t0.Add(-time.Minute))},
 		theirs.ID: {WorkspaceID: theirs.ID, Owner: "r2", Generation: 1, Until: us(t0.Add(time.Hour))},
 		free.ID:   {},
-	}
-	if p.Status != "running" && p.Status != "provisioning" && p.Status != "degraded" {
-		delete(want, p.ID)
-	}
-	require.Equal(t, want, byID)
+	}, byID)
 
 	stuck := f.ws(p, "stuck", func(w *store.Workspace) { w.Status, w.Box, w.UpdatedAt = "provisioning", "", t0.Add(-time.Hour) })
 	f.ws(p, "starting", func(w *store.Workspace) { w.Status, w.Box, w.UpdatedAt = "provisioning", "", t0 })

@@ -17,12 +17,13 @@ CREATE TABLE change_restarts (
     open      INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (change_id, seq)
 ) WITH (fillfactor = 50);
--- the queue: open batches per org, due first first. Its predicate is on
+-- the queue: open batches per org, due first first (in the claim's order,
+-- so that it reads the head and stops). Its predicate is on
 -- open, which changes once per batch, not on next, which every claim
 -- moves: on Postgres a claim's update is then a heap-only one (no index
 -- entry, room left in the page for it), and a long drain leaves no trail
 -- of dead index entries to step over.
-CREATE INDEX change_restarts_open ON change_restarts (org_id, run_after) WHERE open = 1;
+CREATE INDEX change_restarts_open ON change_restarts (org_id, run_after, change_id, seq) WHERE open = 1;
 
 -- A change's queued restarts are work to claim on every replica.
 CREATE TRIGGER change_restarts_notify_insert AFTER INSERT ON change_restarts
