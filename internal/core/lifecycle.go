@@ -918,9 +918,18 @@ func (s *Service) replacedElsewhere(ctx context.Context, w store.Workspace, gen 
 func (s *Service) durableTx(fn func(ctx context.Context, tx store.Store) error) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	wait := 250 * time.Millisecond
+	// Changes that end in the transaction are announced once it commits.
+	changed := &changeEvents{}
+	defer func() { changed.publish(s.events) }()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := s.store.InTx(ctx, func(tx store.Store) error { return fn(ctx, tx) })
+		err := s.store.InTx(ctx, func(tx store.Store) error {
+			changed.evs = nil
+			return fn(withChangeEvents(ctx, changed), tx)
+		})
+		if err != nil {
+			changed.evs = nil
+		}
 		cancel()
 		// A stall of the store shows as ErrUnavailable or as this attempt's
 		// own deadline passing: both are tried again, with a fresh context.

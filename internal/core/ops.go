@@ -25,7 +25,15 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 	ev := &auditEvent{Action: "workspace.restart", TargetKind: "workspace", TargetID: id, WorkspaceID: id,
 		Detail: map[string]any{"reason": note}}
 	var job store.RestartJob
+	// A change whose last restart this one supersedes is announced finished
+	// once this commits (inside an approved action's transaction, the
+	// action announces it when that one commits).
+	changed := &changeEvents{}
+	if execOf(ctx) == nil {
+		ctx = withChangeEvents(ctx, changed)
+	}
 	err = s.mutate(ctx, p, ev, func(tx store.Store) error {
+		changed.evs = nil
 		if err := tx.LockOrg(ctx, p.OrgID); err != nil {
 			return err
 		}
@@ -78,6 +86,7 @@ func (s *Service) RestartWorkspace(ctx context.Context, id, note string) (store.
 	if err != nil {
 		return store.RestartJob{}, err
 	}
+	changed.publish(s.events)
 	s.afterCommit(ctx, s.kick)
 	return job, nil
 }
