@@ -219,10 +219,12 @@ type Store interface {
 	ReleaseLeases(ctx context.Context, owner string) (int, error)
 	// ClaimSupervision makes owner the supervisor of the workspace's box
 	// (generation gen) until until, if nobody holds a live lease on it
-	// (until >= now) or owner already does; force takes it regardless (the
-	// replica that just started the box). It reports whether owner holds it.
+	// (its until >= now, or its owner's as RenewSupervision keeps it) or
+	// owner already does; force takes it regardless (the replica that just
+	// started the box). It reports whether owner holds it.
 	ClaimSupervision(ctx context.Context, workspaceID, owner string, gen int64, now, until time.Time, force bool) (bool, error)
-	// RenewSupervision extends every lease owner holds.
+	// RenewSupervision extends every lease owner holds, by one write
+	// whatever their number; a zero until ends them all.
 	RenewSupervision(ctx context.Context, owner string, until time.Time) error
 	// ReleaseSupervision ends owner's lease on the workspace's box, if it
 	// holds it.

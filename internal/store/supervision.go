@@ -10,7 +10,8 @@ import (
 func (s *sqlStore) ClaimSupervision(ctx context.Context, workspaceID, owner string, gen int64, now, until time.Time, force bool) (bool, error) {
 	res, err := s.w.ExecContext(ctx, `INSERT INTO box_supervision (workspace_id, owner, generation, until) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (workspace_id) DO UPDATE SET owner = excluded.owner, generation = excluded.generation, until = excluded.until
-		WHERE $6 = 1 OR box_supervision.owner = excluded.owner OR box_supervision.until < $5`,
+		WHERE $6 = 1 OR box_supervision.owner = excluded.owner OR (box_supervision.until < $5
+			AND NOT EXISTS (SELECT 1 FROM supervisors r WHERE r.owner = box_supervision.owner AND r.until >= $5))`,
 		workspaceID, owner, gen, toMicros(until), toMicros(now), b2i(force))
 	if err != nil {
 		return false, fmt.Errorf("claim supervision of %s: %w", workspaceID, mapErr(err))
@@ -22,9 +23,18 @@ func (s *sqlStore) ClaimSupervision(ctx context.Context, workspaceID, owner stri
 	return n > 0, nil
 }
 
+// RenewSupervision extends owner's leases by renewing its liveness row:
+// one row whatever the number of boxes. A zero until ends them all at once
+// (a replica handing its boxes over), its boxes' own rows included.
 func (s *sqlStore) RenewSupervision(ctx context.Context, owner string, until time.Time) error {
-	if _, err := s.w.ExecContext(ctx, `UPDATE box_supervision SET until = $2 WHERE owner = $1`, owner, toMicros(until)); err != nil {
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO supervisors (owner, until) VALUES ($1, $2)
+		ON CONFLICT (owner) DO UPDATE SET until = excluded.until`, owner, toMicros(until)); err != nil {
 		return fmt.Errorf("renew supervision: %w", mapErr(err))
+	}
+	if until.IsZero() {
+		if _, err := s.w.ExecContext(ctx, `UPDATE box_supervision SET until = 0 WHERE owner = $1`, owner); err != nil {
+			return fmt.Errorf("renew supervision: %w", mapErr(err))
+		}
 	}
 	return nil
 }
@@ -37,7 +47,10 @@ func (s *sqlStore) ReleaseSupervision(ctx context.Context, workspaceID, owner st
 }
 
 func (s *sqlStore) ListSupervision(ctx context.Context) (map[string]Supervision, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT workspace_id, owner, generation, until FROM box_supervision`)
+	// A lease lives until the later of its own until and its owner's.
+	rows, err := s.r.QueryContext(ctx, `SELECT b.workspace_id, b.owner, b.generation,
+		CASE WHEN r.until IS NOT NULL AND r.until > b.until THEN r.until ELSE b.until END
+		FROM box_supervision b LEFT JOIN supervisors r ON r.owner = b.owner`)
 	if err != nil {
 		return nil, fmt.Errorf("list supervision: %w", mapErr(err))
 	}
@@ -56,8 +69,10 @@ func (s *sqlStore) ListSupervision(ctx context.Context) (map[string]Supervision,
 }
 
 func (s *sqlStore) ClearSupervision(ctx context.Context) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM box_supervision`); err != nil {
-		return fmt.Errorf("clear supervision: %w", mapErr(err))
+	for _, q := range []string{`DELETE FROM box_supervision`, `DELETE FROM supervisors`} {
+		if _, err := s.w.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("clear supervision: %w", mapErr(err))
+		}
 	}
 	return nil
 }
@@ -84,10 +99,12 @@ func (w withExtra) Scan(dest ...any) error { return w.sc.Scan(append(dest, w.ext
 // one replica, all of them).
 func (s *sqlStore) ListUnsupervised(ctx context.Context, owner string, now time.Time) ([]UnsupervisedBox, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+prefixCols("w.", workspaceCols)+`,
-		COALESCE(l.owner, ''), COALESCE(l.generation, 0), COALESCE(l.until, 0)
+		COALESCE(l.owner, ''), COALESCE(l.generation, 0),
+		CASE WHEN r.until IS NOT NULL AND r.until > l.until THEN r.until ELSE COALESCE(l.until, 0) END
 		FROM workspaces w LEFT JOIN box_supervision l ON l.workspace_id = w.id
+		LEFT JOIN supervisors r ON r.owner = l.owner
 		WHERE w.status IN ('provisioning', 'running', 'degraded') AND w.box <> ''
-		  AND (l.workspace_id IS NULL OR l.until < $2 OR l.owner <> $1)
+		  AND (l.workspace_id IS NULL OR l.owner <> $1 OR (l.until < $2 AND COALESCE(r.until, 0) < $2))
 		ORDER BY w.id`, owner, toMicros(now))
 	if err != nil {
 		return nil, fmt.Errorf("list unsupervised boxes: %w", mapErr(err))

@@ -103,6 +103,7 @@ func Run(t *testing.T, open Opener) {
 		{"LockServer", testLockServer},
 		{"Supervision", testSupervision},
 		{"Supervision/ListUnsupervised", testListUnsupervised},
+		{"Supervision/Liveness", testSupervisionLiveness},
 		{"Users", testUsers},
 		{"Policy", testPolicy},
 		{"LoginLinks", testLoginLinks},

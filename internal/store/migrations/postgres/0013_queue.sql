@@ -33,3 +33,12 @@ CREATE TRIGGER change_restarts_notify_insert AFTER INSERT ON change_restarts
 -- The platform box's management tokens, revoked when its next box is
 -- healthy, are found by index rather than by reading the org's tokens.
 CREATE INDEX tokens_acting_workspace ON tokens (acting_workspace_id) WHERE acting_workspace_id IS NOT NULL;
+
+-- Supervision's liveness per replica: a replica renews its one row here
+-- rather than the lease row of every box it supervises (10,000 rows every
+-- few seconds for a replica with 10,000 boxes). A box's lease is live while
+-- its own until (set when claimed) or its owner's row here is.
+CREATE TABLE supervisors (
+    owner TEXT PRIMARY KEY,
+    until BIGINT NOT NULL
+);

@@ -28,3 +28,12 @@ CREATE INDEX change_restarts_open ON change_restarts (org_id, run_after, change_
 -- The platform box's management tokens, revoked when its next box is
 -- healthy, are found by index rather than by reading the org's tokens.
 CREATE INDEX tokens_acting_workspace ON tokens (acting_workspace_id) WHERE acting_workspace_id IS NOT NULL;
+
+-- Supervision's liveness per replica: a replica renews its one row here
+-- rather than the lease row of every box it supervises (10,000 rows every
+-- few seconds for a replica with 10,000 boxes). A box's lease is live while
+-- its own until (set when claimed) or its owner's row here is.
+CREATE TABLE supervisors (
+    owner TEXT PRIMARY KEY,
+    until BIGINT NOT NULL
+);
