@@ -78,49 +78,45 @@ func (s *sqlStore) QueuedRestarts(ctx context.Context, orgID string) (map[string
 	if err := s.lockClaims(ctx, orgID); err != nil {
 		return nil, fmt.Errorf("read the restart queue: %w", err)
 	}
-	rows, err := s.w.QueryContext(ctx, `SELECT change_id, ids, next FROM change_restarts WHERE org_id = $1 AND open = 1`, orgID)
-	if err != nil {
-		return nil, fmt.Errorf("read the restart queue: %w", mapErr(err))
-	}
-	defer rows.Close()
 	out := map[string]string{}
-	for rows.Next() {
-		var change, list string
-		var next int
-		if err := rows.Scan(&change, &list, &next); err != nil {
-			return nil, fmt.Errorf("read the restart queue: %w", mapErr(err))
-		}
-		for _, id := range strings.Split(list, "\n")[next:] {
-			out[id] = change
-		}
-	}
-	return out, mapErr(rows.Err())
+	err := s.eachQueued(ctx, s.w, `SELECT change_id, ids, next FROM change_restarts WHERE org_id = $1 AND open = 1`,
+		[]any{orgID}, func(change, wsID string) { out[wsID] = change })
+	return out, err
 }
 
 // QueuedChangesOf lists the changes that have a restart of the workspace
 // queued and not taken yet.
 func (s *sqlStore) QueuedChangesOf(ctx context.Context, orgID, workspaceID string) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT change_id, ids, next FROM change_restarts
-		WHERE org_id = $1 AND open = 1 AND first_id <= $2 AND last_id >= $2`, orgID, workspaceID)
+	var out []string
+	err := s.eachQueued(ctx, s.r, `SELECT change_id, ids, next FROM change_restarts
+		WHERE org_id = $1 AND open = 1 AND first_id <= $2 AND last_id >= $2`, []any{orgID, workspaceID},
+		func(change, wsID string) {
+			if wsID == workspaceID {
+				out = append(out, change)
+			}
+		})
+	return out, err
+}
+
+// eachQueued calls fn for each restart not taken yet in the batches the
+// query reads (change_id, ids, next).
+func (s *sqlStore) eachQueued(ctx context.Context, db querier, q string, args []any, fn func(change, wsID string)) error {
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read the restart queue: %w", mapErr(err))
+		return fmt.Errorf("read the restart queue: %w", mapErr(err))
 	}
 	defer rows.Close()
-	var out []string
 	for rows.Next() {
 		var change, list string
 		var next int
 		if err := rows.Scan(&change, &list, &next); err != nil {
-			return nil, fmt.Errorf("read the restart queue: %w", mapErr(err))
+			return fmt.Errorf("read the restart queue: %w", mapErr(err))
 		}
 		for _, id := range strings.Split(list, "\n")[next:] {
-			if id == workspaceID {
-				out = append(out, change)
-				break
-			}
+			fn(change, id)
 		}
 	}
-	return out, mapErr(rows.Err())
+	return mapErr(rows.Err())
 }
 
 // countQueued counts the restarts queued in changes and not taken yet.
