@@ -759,8 +759,8 @@ func (s *Service) healthyTx(ctx context.Context, tx store.Store, w store.Workspa
 // revokeOldBoxTokens revokes the live tokens minted for a workspace's
 // boxes of generations before gen: its box tokens and, for the platform
 // workspace (startBox mints management tokens for its boxes alone), its
-// management tokens. The latter are found by reading the org's tokens, so
-// other workspaces, restarted by the thousand in a fan-out, skip them.
+// management tokens (other workspaces, restarted by the thousand in a
+// fan-out, have none to look for).
 func revokeOldBoxTokens(ctx context.Context, tx store.Store, w store.Workspace, before int64, now time.Time) error {
 	if err := tx.RevokeBoxTokens(ctx, w.OrgID, w.ID, before, now); err != nil {
 		return err

@@ -100,9 +100,9 @@ type Store interface {
 	RevokeBoxTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error
 	// RevokeManagementTokens revokes the live admin tokens bound to the
 	// workspace that were minted per provision of its boxes of generations
-	// before gen: the platform's management tokens. No index leads to them
-	// (it reads the org's tokens), so it is meant for the platform
-	// workspace, the only one whose boxes get them.
+	// before gen: the platform's management tokens, found by their acting
+	// workspace's index (migration 0013). Only the platform workspace's
+	// boxes get them.
 	RevokeManagementTokens(ctx context.Context, orgID, workspaceID string, before int64, at time.Time) error
 
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
