@@ -42,3 +42,9 @@ CREATE TABLE supervisors (
     owner TEXT PRIMARY KEY,
     until BIGINT NOT NULL
 );
+
+-- A change's decisions and queue are written once and read a part at a
+-- time: stored out of line uncompressed, which spares a 100,000-workspace
+-- change the compression of a few MB of text inside its transaction.
+ALTER TABLE change_parts ALTER COLUMN decisions SET STORAGE EXTERNAL;
+ALTER TABLE change_restarts ALTER COLUMN ids SET STORAGE EXTERNAL;
