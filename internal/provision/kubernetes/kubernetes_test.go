@@ -60,10 +60,16 @@ type fakeEnv struct {
 	podStatus corev1.PodStatus
 }
 
-func newFake(t *testing.T) *fakeEnv {
+// newFake starts a provisioner on a fake clientset. Reactors go in through
+// react, before it starts: its informer reads the clientset's reactor chain
+// from then on, and the chain is not safe to change beside it.
+func newFake(t *testing.T, react ...func(c *fake.Clientset)) *fakeEnv {
 	t.Helper()
 	e := &fakeEnv{c: fake.NewClientset(), logs: &syncBuffer{},
 		podStatus: corev1.PodStatus{Phase: corev1.PodRunning}}
+	for _, r := range react {
+		r(e.c)
+	}
 	e.c.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
 		pod.UID = types.UID("uid-" + pod.Name)
@@ -187,9 +193,10 @@ func TestStartFailuresRemoveThePodAndMaskValues(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("secret refused", func(t *testing.T) {
-		e := newFake(t)
-		e.c.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
-			return true, nil, apierrors.NewBadRequest("data API_KEY=" + secretValue + " is odd")
+		e := newFake(t, func(c *fake.Clientset) {
+			c.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, apierrors.NewBadRequest("data API_KEY=" + secretValue + " is odd")
+			})
 		})
 		_, err := e.p.Start(ctx, e.spec("ws1", 1, `{"image":"box:1"}`))
 		require.Error(t, err)
@@ -200,9 +207,10 @@ func TestStartFailuresRemoveThePodAndMaskValues(t *testing.T) {
 	})
 
 	t.Run("forbidden", func(t *testing.T) {
-		e := newFake(t)
-		e.c.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "x", errors.New("no RBAC"))
+		e := newFake(t, func(c *fake.Clientset) {
+			c.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "x", errors.New("no RBAC"))
+			})
 		})
 		_, err := e.p.Start(ctx, e.spec("ws1", 1, `{"image":"box:1"}`))
 		require.ErrorContains(t, err, "forbidden")
