@@ -23,7 +23,10 @@ type Plan struct {
 	change    store.Change
 	queue     []store.QueuedBatch // its restarts, until the governor takes them
 	merged    []string            // pending jobs coalesced decisions merged into
-	broken    []string            // workspaces the loop breaker stops now
+	// extend: the queued restarts (by change) that decisions coalesced
+	// into: those not due yet wait out the window again (debounce).
+	extend map[string][]string
+	broken []string // workspaces the loop breaker stops now
 }
 
 // Summary counts the plan's decisions by reason (for the audit entry).
@@ -154,7 +157,7 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		switch d.Reason {
 		case propagation.ReasonRestartQueued:
 			restarts++
-			if !f.LastAutoRestart.IsZero() && now.Sub(f.LastAutoRestart) < s.cfg.CoalesceWindow {
+			if s.inBurst(f, now) {
 				// A burst: it restarted for a change a moment ago. This
 				// one waits out the window, and what comes meanwhile
 				// coalesces into it.
@@ -166,6 +169,14 @@ func (s *Service) planChange(ctx context.Context, tx store.Store, p auth.Princip
 		case propagation.ReasonCoalesced:
 			if f.PendingJobID != "" {
 				plan.merged = append(plan.merged, f.PendingJobID)
+			}
+			if f.QueuedIn != "" {
+				// A burst: the restart it joins, if not due yet, waits
+				// until the burst pauses for a window (within a bound).
+				if plan.extend == nil {
+					plan.extend = map[string][]string{}
+				}
+				plan.extend[f.QueuedIn] = append(plan.extend[f.QueuedIn], d.WorkspaceID)
 			}
 		case propagation.ReasonLoopBreaker:
 			plan.broken = append(plan.broken, d.WorkspaceID)
@@ -230,6 +241,16 @@ func (s *Service) autoRestartsSinceAdmin(ctx context.Context, st store.Store, or
 	return count
 }
 
+// maxBurstDelay bounds how long a burst's restart keeps waiting while the
+// burst goes on, in coalescing windows.
+const maxBurstDelay = 15
+
+// inBurst reports whether a workspace is in a burst of changes: restarted
+// automatically for a change made less than a coalescing window ago.
+func (s *Service) inBurst(f *store.PropagationFacts, now time.Time) bool {
+	return !f.LastAutoRestart.IsZero() && now.Sub(f.LastAutoRestart) < s.cfg.CoalesceWindow
+}
+
 // queueRestarts batches the plan's restarts (in workspace id order) for
 // the change's queue. A restart is due at once, but for a workspace in a
 // burst of changes (burst), due after the coalescing window; each batch
@@ -291,6 +312,12 @@ func (s *Service) applyPlan(ctx context.Context, tx store.Store, p auth.Principa
 	}
 	if err := tx.MarkMerged(ctx, plan.merged); err != nil {
 		return err
+	}
+	for change, ws := range plan.extend {
+		if err := tx.DelayQueuedRestarts(ctx, change, ws, plan.change.CreatedAt, s.cfg.CoalesceWindow,
+			maxBurstDelay*s.cfg.CoalesceWindow); err != nil {
+			return err
+		}
 	}
 	for _, id := range plan.broken {
 		w, err := tx.GetWorkspaceForUpdate(ctx, plan.change.OrgID, id)

@@ -256,3 +256,58 @@ func nthLine(list string, i int) string {
 	}
 	return list
 }
+
+// DelayQueuedRestarts debounces a burst: the open batches of a change
+// that hold any of wsIDs (not taken yet) and are not due by now become due
+// a window from now, but never later than the change's own time plus
+// maxDelay, so that one busy workspace does not hold the rest of its batch
+// back for ever. A batch already due is left alone: its restart goes
+// ahead, and what comes next is a change of its own.
+func (s *sqlStore) DelayQueuedRestarts(ctx context.Context, changeID string, wsIDs []string, now time.Time, window, maxDelay time.Duration) error {
+	want := make(map[string]bool, len(wsIDs))
+	for _, id := range wsIDs {
+		want[id] = true
+	}
+	rows, err := s.w.QueryContext(ctx, `SELECT q.seq, q.ids, q.next, q.run_after, c.created_at
+		FROM change_restarts q JOIN changes c ON c.id = q.change_id WHERE q.change_id = $1 AND q.open = 1`, changeID)
+	if err != nil {
+		return fmt.Errorf("delay queued restarts: %w", mapErr(err))
+	}
+	type move struct {
+		seq int
+		at  int64
+	}
+	var moves []move
+	nowUS := toMicros(now)
+	for rows.Next() {
+		var seq, next int
+		var list string
+		var runAfter, created int64
+		if err := rows.Scan(&seq, &list, &next, &runAfter, &created); err != nil {
+			rows.Close()
+			return fmt.Errorf("delay queued restarts: %w", mapErr(err))
+		}
+		at := min(nowUS+window.Microseconds(), created+maxDelay.Microseconds())
+		if runAfter <= nowUS || at <= runAfter {
+			continue
+		}
+		for _, id := range strings.Split(list, "\n")[next:] {
+			if want[id] {
+				moves = append(moves, move{seq, at})
+				break
+			}
+		}
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return fmt.Errorf("delay queued restarts: %w", mapErr(err))
+	}
+	for _, m := range moves {
+		if _, err := s.w.ExecContext(ctx, `UPDATE change_restarts SET run_after = $3 WHERE change_id = $1 AND seq = $2`,
+			changeID, m.seq, m.at); err != nil {
+			return fmt.Errorf("delay queued restarts: %w", mapErr(err))
+		}
+	}
+	return nil
+}

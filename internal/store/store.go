@@ -190,6 +190,10 @@ type Store interface {
 	InsertRestartQueue(ctx context.Context, orgID, changeID string, batches []QueuedBatch) error
 	QueuedRestarts(ctx context.Context, orgID string) (map[string]string, error)
 	QueuedChangesOf(ctx context.Context, orgID, workspaceID string) ([]string, error)
+	// DelayQueuedRestarts debounces a burst: a change's queued restarts of
+	// wsIDs not due by now become due a window from now, within maxDelay
+	// of the change.
+	DelayQueuedRestarts(ctx context.Context, changeID string, wsIDs []string, now time.Time, window, maxDelay time.Duration) error
 	CountRunningForChange(ctx context.Context, orgID, changeID string) (int, error)
 
 	// Retention (retention.go): PruneJobs deletes up to limit restart

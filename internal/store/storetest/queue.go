@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -171,4 +172,40 @@ func testQueueHeldByPlan(t *testing.T, f *fixture) {
 		}
 	}
 	require.Equal(t, 1, merged)
+}
+
+// testDelayQueuedRestarts: a burst's restart not due yet waits a window
+// from the latest change, within a bound of its own change's time; one
+// already due, or without the workspaces named, is left alone.
+func testDelayQueuedRestarts(t *testing.T, f *fixture) {
+	o, p := f.org("acme")
+	a, b, c := f.ws(p, "a"), f.ws(p, "b"), f.ws(p, "c")
+	require.NoError(t, f.s.InsertChange(f.ctx, store.Change{ID: "c1", OrgID: o.ID, Key: "K", Op: "set", CreatedAt: us(t0),
+		Total: 3, Restarts: 3, Counts: map[string]int{"restart_queued": 3}}, nil))
+	require.NoError(t, f.s.InsertRestartQueue(f.ctx, o.ID, "c1", []store.QueuedBatch{
+		{RunAfter: t0.Add(2 * time.Second), IDs: []string{a.ID}},
+		{RunAfter: t0.Add(2 * time.Second), IDs: []string{b.ID}},
+		{RunAfter: t0.Add(-time.Second), IDs: []string{c.ID}}, // due already
+	}))
+	window, bound := 2*time.Second, 5*time.Second
+	require.NoError(t, f.s.DelayQueuedRestarts(f.ctx, "c1", []string{a.ID, c.ID}, t0.Add(time.Second), window, bound))
+	lim := store.ClaimLimits{QueuedReason: "restart_queued", MaxAttempts: 1}
+	claimAt := func(at time.Time) string {
+		t.Helper()
+		j, err := f.s.ClaimJob(f.ctx, "r1", at, at.Add(time.Minute), lim)
+		if errors.Is(err, store.ErrNotFound) {
+			return ""
+		}
+		require.NoError(t, err)
+		return j.WorkspaceID
+	}
+	require.Equal(t, c.ID, claimAt(t0), "already due: left alone")
+	require.Equal(t, "", claimAt(t0.Add(time.Second)))
+	require.Equal(t, b.ID, claimAt(t0.Add(2*time.Second)), "not named: left alone")
+	require.Equal(t, "", claimAt(t0.Add(2*time.Second+time.Millisecond)), "a waits a window from the latest change")
+	// The burst goes on: a is pushed again, but not past the bound.
+	require.NoError(t, f.s.DelayQueuedRestarts(f.ctx, "c1", []string{a.ID}, t0.Add(2500*time.Millisecond), window, bound))
+	require.NoError(t, f.s.DelayQueuedRestarts(f.ctx, "c1", []string{a.ID}, t0.Add(4*time.Second), window, bound))
+	require.Equal(t, "", claimAt(t0.Add(5*time.Second-time.Millisecond)))
+	require.Equal(t, a.ID, claimAt(t0.Add(5*time.Second)), "due at the change's time plus the bound")
 }

@@ -93,6 +93,7 @@ func Run(t *testing.T, open Opener) {
 		{"Changes", testChanges},
 		{"Changes/RestartQueue", testRestartQueue},
 		{"Changes/QueueHeldByPlan", testQueueHeldByPlan},
+		{"Changes/DelayQueuedRestarts", testDelayQueuedRestarts},
 		{"Secrets/MaxOwnBytes", testMaxOwnSecretBytes},
 		{"Retention", testRetention},
 		{"InTx/LockOrgSerializes", testLockOrg},
