@@ -22,10 +22,17 @@ import (
 // back). Under the fake provisioner no box heartbeats by itself: a test
 // heartbeats with the box's own token to play its agent.
 
+// boxTokenOf is the token of a box of the workspace, once started: the
+// generation is recorded before the provisioner is called, so a test that
+// saw it may be a moment ahead of the box.
 func boxTokenOf(t *testing.T, f *fake.Provisioner, wsID string, gen int64) string {
 	t.Helper()
-	env, ok := f.StartedEnv(wsID, gen)
-	require.True(t, ok, "no box of %s generation %d was started", wsID, gen)
+	var env map[string]string
+	require.Eventually(t, func() bool {
+		var ok bool
+		env, ok = f.StartedEnv(wsID, gen)
+		return ok
+	}, 30*time.Second, 5*time.Millisecond, "no box of %s generation %d was started", wsID, gen)
 	return env[core.EnvToken]
 }
 
