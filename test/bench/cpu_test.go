@@ -138,9 +138,19 @@ func BenchmarkRestartCPU(b *testing.B) {
 func BenchmarkAtRestCPU200(b *testing.B) {
 	e := processEnv(b, core.RuntimeConfig{})
 	events, cancel := e.Service.Events().Subscribe(e.Org.Org.ID)
-	runningBoxes(b, e, events, 200)
+	ids := runningBoxes(b, e, events, 200)
 	cancel()
-	time.Sleep(3 * time.Second) // the creation's after-effects settle
+	// The creation's after-effects settle: every box has heartbeated since
+	// it turned healthy (its first heartbeat's work is done).
+	e.Eventually(time.Minute, func() bool {
+		for _, id := range ids {
+			w, err := e.Store.GetWorkspace(context.Background(), e.Org.Org.ID, id)
+			if err != nil || w.HeartbeatAt.IsZero() || !w.HeartbeatAt.After(w.HealthyAt) {
+				return false
+			}
+		}
+		return true
+	}, "every box heartbeated since it was healthy")
 	var self, wall time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
