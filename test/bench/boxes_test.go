@@ -17,6 +17,7 @@ import (
 	"github.com/orgplane/orgplane/internal/client"
 	"github.com/orgplane/orgplane/internal/core"
 	"github.com/orgplane/orgplane/internal/e2etest"
+	"github.com/orgplane/orgplane/internal/propagation"
 	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/provision/process"
 	"github.com/orgplane/orgplane/internal/store"
@@ -218,6 +219,23 @@ func benchRestarts(b *testing.B, e *testenv.Env, events <-chan core.Event, wsID 
 			waitHealthy(b, e, events, wsID, gen)
 		}
 	})
+}
+
+// waitRestarted waits for each workspace a fan-out decided to restart to
+// be healthy at its next generation (gen counts them) and returns how many
+// there were.
+func waitRestarted(b *testing.B, e *testenv.Env, events <-chan core.Event, ds []propagation.Decision, gen map[string]int64) int {
+	b.Helper()
+	restarts := 0
+	for _, d := range ds {
+		if d.Action != propagation.ActionRestart {
+			continue
+		}
+		restarts++
+		gen[d.WorkspaceID]++
+		waitHealthy(b, e, events, d.WorkspaceID, gen[d.WorkspaceID])
+	}
+	return restarts
 }
 
 // restartLags waits for the newest restart job of each workspace to

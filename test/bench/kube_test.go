@@ -143,15 +143,7 @@ func BenchmarkKubeRotation200(b *testing.B) {
 		t0 := time.Now()
 		res, err := e.Service.SetSecret(actx, "", "ROTATED", fmt.Sprintf("v%d", i), false)
 		require.NoError(b, err)
-		restarts := 0
-		for _, d := range res.Decisions {
-			if d.Action != "restart" {
-				continue
-			}
-			restarts++
-			gen[d.WorkspaceID]++
-			waitHealthy(b, e.Env, events, d.WorkspaceID, gen[d.WorkspaceID])
-		}
+		restarts := waitRestarted(b, e.Env, events, res.Decisions, gen)
 		total := time.Since(t0)
 		calls := e.calls.Load() - before
 		lags := restartLags(b, e.Env, ids, t0)

@@ -85,15 +85,7 @@ func benchRotationCaps(b *testing.B, replicas bool, limit int) {
 		t0 := time.Now()
 		res, err := e.Service.SetSecret(actx, "", "ROTATED", fmt.Sprintf("v%d", i), false)
 		require.NoError(b, err)
-		restarts := 0
-		for _, d := range res.Decisions {
-			if d.Action != "restart" {
-				continue
-			}
-			restarts++
-			gen[d.WorkspaceID]++
-			waitHealthy(b, e, events, d.WorkspaceID, gen[d.WorkspaceID])
-		}
+		restarts := waitRestarted(b, e, events, res.Decisions, gen)
 		total := time.Since(t0)
 		b.StopTimer()
 		require.Equal(b, n, restarts)
