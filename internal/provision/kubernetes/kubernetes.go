@@ -628,24 +628,9 @@ func (p *Provisioner) Stop(ctx context.Context, h provision.Handle) error {
 		return fmt.Errorf("stop box: delete pod %s: %w", pod.Name, err)
 	}
 	// The kubelet takes the grace period at most, then removes the pod.
-	limit := time.NewTimer(p.cfg.StopGrace + 10*time.Second)
-	defer limit.Stop()
-	removed := false
-wait:
-	for {
-		cur, err := p.pods.Pods(p.cfg.Namespace).Get(pod.Name)
-		if apierrors.IsNotFound(err) || (err == nil && cur.UID != uid) {
-			removed = true
-			break
-		}
-		select {
-		case <-gone:
-		case <-limit.C:
-			p.log.Warn("pod outlived its grace period; deleting it at once", "pod", pod.Name)
-			break wait
-		case <-ctx.Done():
-			break wait
-		}
+	removed := p.waitGone(ctx, pod.Name, uid, gone, p.cfg.StopGrace+10*time.Second)
+	if !removed && ctx.Err() == nil {
+		p.log.Warn("pod outlived its grace period; deleting it at once", "pod", pod.Name)
 	}
 	// A fresh context: a Stop whose deadline passed still removes the pod
 	// at once rather than leave it half deleted.
@@ -654,12 +639,37 @@ wait:
 		err = p.deleteSecret(cleanup, pod.Name)
 	} else {
 		err = p.forceDelete(cleanup, pod.Name, uid)
+		if err == nil {
+			// Until the informer sees the deletion, Inspect would still
+			// find the pod: a stopped box must not read as running.
+			p.waitGone(cleanup, pod.Name, uid, gone, 10*time.Second)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("stop box: %w", err)
 	}
 	p.log.Info("box stopped", "workspace", h.WorkspaceID, "generation", h.Generation, "pod", pod.Name)
 	return nil
+}
+
+// waitGone waits, at most limit, until the informer no longer holds the
+// pod of that uid, and reports whether it went.
+func (p *Provisioner) waitGone(ctx context.Context, name string, uid types.UID, gone <-chan struct{}, limit time.Duration) bool {
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	for {
+		cur, err := p.pods.Pods(p.cfg.Namespace).Get(name)
+		if apierrors.IsNotFound(err) || (err == nil && cur.UID != uid) {
+			return true
+		}
+		select {
+		case <-gone:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // deleteOwnedSecret deletes h's Secret if it is there and this box's.
