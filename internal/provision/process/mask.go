@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/orgplane/orgplane/internal/provision"
 	"github.com/orgplane/orgplane/internal/redact"
@@ -60,7 +61,18 @@ func (p *Provisioner) masked(workspaceID string) []string {
 // /proc/<pid>/environ (readable by root, or by the box's own user when
 // boxes are not isolated).
 func (p *Provisioner) rememberFromProc(workspaceID string, gen int64, pid int, publicKeys []string) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	// A box that is exec'ing (a shell's "exec" into its agent) reads as an
+	// empty environ for that moment: read again, a bounded number of times,
+	// until its env is there (every box's names its workspace).
+	var b []byte
+	var err error
+	for try := 0; try < 50; try++ {
+		b, err = os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil || bytes.Contains(b, []byte("ORGPLANE_WORKSPACE_ID=")) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		p.log.Warn("read an adopted box's env (its values are masked in its logs only while they are current secrets)",
 			"workspace", workspaceID, "pid", pid, "err", err)
